@@ -1,0 +1,191 @@
+/*
+ * pybn: MXNet's BatchNorm operator as a native library, behind a plain C ABI.
+ *
+ * This header is the whole public interface. It compiles as strict C99 and as C++.
+ * Conventions (after nccl.h, dlpack.h and cudnn):
+ *   - every entry point returns a pybn_status; pybn_status_string() names it and
+ *     pybn_last_error() gives the specific message of the calling thread's last failure;
+ *   - every argument is checked before anything is written: on error no buffer changes;
+ *   - memory is owned by the caller; tensors are described by pybn_tensor, whose fields
+ *     follow DLPack's DLTensor one for one (strides are in elements, NULL means C order);
+ *   - no C++ exception ever leaves the library and nothing aborts.
+ * The formulas are those of SPEC.md (MXNet's BatchNorm): see README.md.
+ */
+#ifndef PYBN_PYBN_H_
+#define PYBN_PYBN_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define PYBN_VERSION_MAJOR 0
+#define PYBN_VERSION_MINOR 1
+#define PYBN_VERSION_PATCH 0
+/* MAJOR * 10000 + MINOR * 100 + PATCH, as returned by pybn_version(). */
+#define PYBN_VERSION (PYBN_VERSION_MAJOR * 10000 + PYBN_VERSION_MINOR * 100 + PYBN_VERSION_PATCH)
+/* Bumped whenever a struct layout or an entry point's meaning changes. A program should
+ * check pybn_abi_version() == PYBN_ABI_VERSION at start-up. */
+#define PYBN_ABI_VERSION 1
+
+#if defined(_WIN32)
+#  if defined(PYBN_BUILDING_LIBRARY)
+#    define PYBN_API __declspec(dllexport)
+#  else
+#    define PYBN_API __declspec(dllimport)
+#  endif
+#elif defined(__GNUC__)
+#  define PYBN_API __attribute__((visibility("default")))
+#else
+#  define PYBN_API
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum pybn_status {
+  PYBN_SUCCESS = 0,
+  PYBN_ERROR_INVALID_VALUE = 1,  /* bad shape, axis, eps, momentum, overlap, device mismatch */
+  PYBN_ERROR_INVALID_TYPE = 2,   /* unsupported dtype, or dtypes that do not match */
+  PYBN_ERROR_NOT_SUPPORTED = 3,  /* a valid request this build cannot serve (backend not built) */
+  PYBN_ERROR_DEVICE = 4,         /* CUDA / cuDNN failure; the message carries theirs */
+  PYBN_ERROR_OUT_OF_MEMORY = 5,  /* an internal scratch allocation failed */
+  PYBN_ERROR_INTERNAL = 6        /* a bug in pybn: please report it with the message */
+} pybn_status;
+
+/* Device types use DLPack's DLDeviceType codes, so a DLTensor maps field by field. */
+typedef enum pybn_device_type {
+  PYBN_DEVICE_CPU = 1,
+  PYBN_DEVICE_CUDA = 2,
+  PYBN_DEVICE_CUDA_HOST = 3,     /* pinned host memory: treated as CPU memory */
+  PYBN_DEVICE_CUDA_MANAGED = 13
+} pybn_device_type;
+
+typedef struct pybn_device {
+  int32_t device_type;           /* a pybn_device_type */
+  int32_t device_id;
+} pybn_device;
+
+/* Data type codes are DLPack's DLDataTypeCode values. */
+typedef enum pybn_dtype_code {
+  PYBN_DTYPE_FLOAT = 2,          /* bits 16 (IEEE half), 32 or 64 */
+  PYBN_DTYPE_BFLOAT = 4          /* bits 16 */
+} pybn_dtype_code;
+
+typedef struct pybn_dtype {
+  uint8_t code;                  /* a pybn_dtype_code */
+  uint8_t bits;
+  uint16_t lanes;                /* must be 1 */
+} pybn_dtype;
+
+/* A strided view of caller-owned memory, laid out like DLPack's DLTensor. */
+typedef struct pybn_tensor {
+  void *data;
+  pybn_device device;
+  int32_t ndim;
+  pybn_dtype dtype;
+  const int64_t *shape;
+  const int64_t *strides;        /* in elements; NULL means C-contiguous */
+  uint64_t byte_offset;
+} pybn_tensor;
+
+typedef enum pybn_backend {
+  PYBN_BACKEND_AUTO = 0,         /* let pybn choose (the rules of SPEC.md "Backends") */
+  PYBN_BACKEND_CPU = 1,
+  PYBN_BACKEND_CUDA = 2,
+  PYBN_BACKEND_CUDNN = 3
+} pybn_backend;
+
+typedef enum pybn_grad_req {
+  PYBN_GRAD_WRITE = 0,           /* overwrite the gradient buffer */
+  PYBN_GRAD_ADD = 1,             /* accumulate into it (MXNet's kAddTo) */
+  PYBN_GRAD_NULL = 2             /* do not compute it; the buffer may be NULL and is untouched */
+} pybn_grad_req;
+
+/* Every parameter of MXNet's BatchNorm, plus the dispatch fields. Fill it with
+ * pybn_params_default() and then change what you need, so that fields added later get
+ * their defaults. */
+typedef struct pybn_params {
+  double eps;                    /* 1e-3; finite, >= 0 (and >= the cuDNN floor on cuDNN) */
+  double momentum;               /* 0.9; in [0, 1] */
+  int32_t fix_gamma;             /* 1: gamma is taken as 1, set to 1 in place, gradient 0 */
+  int32_t use_global_stats;      /* 0: 1 normalizes with the moving statistics */
+  int32_t output_mean_var;       /* 0: 1 makes the mean and invstd outputs required */
+  int32_t axis;                  /* 1: the channel axis; negative counts from the end */
+  int32_t cudnn_off;             /* 0: 1 never selects the cuDNN backend */
+  int32_t training;              /* 1: MXNet's is_train */
+  int32_t grad_req_data;         /* PYBN_GRAD_WRITE: request for dx (backward only) */
+  int32_t grad_req_gamma;        /* PYBN_GRAD_WRITE: request for dgamma */
+  int32_t grad_req_beta;         /* PYBN_GRAD_WRITE: request for dbeta */
+  int32_t backend;               /* PYBN_BACKEND_AUTO, or a backend to force */
+  void *stream;                  /* cudaStream_t for device backends; ignored on the CPU */
+} pybn_params;
+
+/* ---- library facts ---------------------------------------------------------------- */
+
+PYBN_API int pybn_version(void);           /* PYBN_VERSION of the loaded library */
+PYBN_API int pybn_abi_version(void);       /* PYBN_ABI_VERSION of the loaded library */
+PYBN_API const char *pybn_version_string(void);  /* e.g. "0.1.0" */
+PYBN_API const char *pybn_status_string(pybn_status status);
+/* The message of the calling thread's last failed call ("" if none). Valid until the
+ * thread's next pybn call. */
+PYBN_API const char *pybn_last_error(void);
+
+PYBN_API void pybn_params_default(pybn_params *params);
+
+/* ---- backends ---------------------------------------------------------------------- */
+
+PYBN_API const char *pybn_backend_name(pybn_backend backend);  /* "cpu", "cuda", "cudnn" */
+/* 1 if compiled into this library, else 0. */
+PYBN_API int pybn_backend_built(pybn_backend backend);
+/* 1 if usable now (built, and its driver / runtime library found), else 0. */
+PYBN_API int pybn_backend_available(pybn_backend backend);
+/* Which backend pybn_forward / pybn_backward would run for this data and these flags
+ * (params->axis, params->cudnn_off, params->backend). Writes *backend on success. */
+PYBN_API pybn_status pybn_select_backend(const pybn_params *params, const pybn_tensor *data,
+                                         pybn_backend *backend);
+/* The cuDNN minimum epsilon of the cuDNN headers pybn was built with.
+ * PYBN_ERROR_NOT_SUPPORTED when cuDNN is not built in. */
+PYBN_API pybn_status pybn_cudnn_min_epsilon(double *eps);
+
+/* Threads the CPU backend uses (OpenMP's maximum, or 1 without OpenMP). */
+PYBN_API int pybn_cpu_num_threads(void);
+/* The SIMD code path the CPU backend picked at load time: "avx512", "avx2" or "baseline". */
+PYBN_API const char *pybn_cpu_isa(void);
+
+/* ---- the operator ------------------------------------------------------------------ */
+
+/*
+ * Forward: y = (data - mean) * invstd * g + beta per channel (SPEC.md "Forward").
+ * Training without use_global_stats uses the batch statistics and updates moving_mean and
+ * moving_var in place; otherwise the moving statistics are used and left untouched.
+ * With fix_gamma, gamma is set to 1 in place.
+ *   data          ndim >= 1, float16 / bfloat16 / float32 / float64, any dense layout
+ *   gamma, beta, moving_mean, moving_var
+ *                 shape (C,), float32 for 16-bit data, else data's dtype; any stride
+ *   y             data's shape, dtype and strides; may be data itself (in place)
+ *   mean, invstd  (C,) outputs, the statistics used; may be NULL unless output_mean_var
+ */
+PYBN_API pybn_status pybn_forward(const pybn_params *params, const pybn_tensor *data,
+                                  const pybn_tensor *gamma, const pybn_tensor *beta,
+                                  const pybn_tensor *moving_mean, const pybn_tensor *moving_var,
+                                  const pybn_tensor *y, const pybn_tensor *mean,
+                                  const pybn_tensor *invstd);
+
+/*
+ * Backward (SPEC.md "Backward"): gradients of data, gamma and beta, given dy and the mean
+ * and invstd the forward used. params->grad_req_* say write / add / null for each; a
+ * NULL output needs the null request.
+ *   dy, dx        data's shape, dtype and strides
+ *   gamma, mean, invstd, dgamma, dbeta   (C,), the parameter dtype
+ */
+PYBN_API pybn_status pybn_backward(const pybn_params *params, const pybn_tensor *dy,
+                                   const pybn_tensor *data, const pybn_tensor *gamma,
+                                   const pybn_tensor *mean, const pybn_tensor *invstd,
+                                   const pybn_tensor *dx, const pybn_tensor *dgamma,
+                                   const pybn_tensor *dbeta);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* PYBN_PYBN_H_ */

@@ -1,0 +1,71 @@
+// Picks the CPU kernel build for this processor once, at first use: AVX-512 (F, BW, VL, DQ),
+// AVX2 (+FMA, F16C), or the baseline x86-64 / any-architecture build.
+#include <cstdlib>
+#include <cstring>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "../plan.hpp"
+
+namespace pybn {
+
+#define PYBN_DECLARE_ISA(ns)                   \
+  namespace ns {                               \
+  void forward(const ForwardPlan &plan);       \
+  void backward(const BackwardPlan &plan);     \
+  }
+PYBN_DECLARE_ISA(isa_baseline)
+#if defined(PYBN_HAVE_X86_ISAS)
+PYBN_DECLARE_ISA(isa_avx2)
+PYBN_DECLARE_ISA(isa_avx512)
+#endif
+#undef PYBN_DECLARE_ISA
+
+namespace {
+
+struct CpuKernels {
+  const char *name;
+  void (*forward)(const ForwardPlan &);
+  void (*backward)(const BackwardPlan &);
+};
+
+// PYBN_CPU_ISA=baseline|avx2|avx512 caps the choice (for tests and comparisons).
+CpuKernels pick_kernels() {
+  const char *cap = std::getenv("PYBN_CPU_ISA");
+  const bool allow_avx512 = !cap || std::strcmp(cap, "avx512") == 0;
+  const bool allow_avx2 = allow_avx512 || std::strcmp(cap, "avx2") == 0;
+  (void)allow_avx2;
+#if defined(PYBN_HAVE_X86_ISAS)
+  __builtin_cpu_init();
+  if (allow_avx512 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+      __builtin_cpu_supports("f16c") && __builtin_cpu_supports("fma"))
+    return {"avx512", isa_avx512::forward, isa_avx512::backward};
+  if (allow_avx2 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
+    return {"avx2", isa_avx2::forward, isa_avx2::backward};
+#endif
+  return {"baseline", isa_baseline::forward, isa_baseline::backward};
+}
+
+const CpuKernels &kernels() {
+  static const CpuKernels chosen = pick_kernels();  // thread-safe one-time initialisation
+  return chosen;
+}
+
+}  // namespace
+
+void cpu_forward(const ForwardPlan &plan) { kernels().forward(plan); }
+void cpu_backward(const BackwardPlan &plan) { kernels().backward(plan); }
+const char *cpu_isa_name() { return kernels().name; }
+
+int cpu_num_threads() {
+#ifdef _OPENMP
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+}  // namespace pybn

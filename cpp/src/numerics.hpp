@@ -1,0 +1,129 @@
+// The formulas of SPEC.md, each written once. Every backend (the CPU kernels in all their
+// SIMD builds, and device code through PYBN_HD) calls these; nothing else restates them.
+#pragma once
+
+#include <cmath>
+
+#if defined(__CUDACC__)
+#define PYBN_HD __host__ __device__
+#else
+#define PYBN_HD
+#endif
+
+namespace pybn {
+
+// Count, mean and sum of squared deviations (M2) of one chunk of a channel, or of several
+// chunks merged. A chunk's moments come from two passes over the chunk while it is in cache
+// (its mean, then the corrected sums of deviations from that mean), which stays accurate
+// whatever the offset |mean| / std (no E[x^2] - E[x]^2 in working precision). Chunks merge
+// with Chan's formula in float64, always in chunk order, so results do not depend on the
+// thread count.
+struct Moments {
+  double count = 0.0;
+  double mean = 0.0;
+  double m2 = 0.0;
+
+  // From a chunk's pivot (its provisional mean) and s1 = sum(x - pivot), s2 = sum((x - pivot)^2).
+  PYBN_HD static Moments from_centered_sums(double count, double pivot, double s1, double s2) {
+    Moments m;
+    if (count <= 0.0) return m;
+    m.count = count;
+    const double offset = s1 / count;
+    m.mean = pivot + offset;
+    m.m2 = s2 - s1 * offset;
+    if (m.m2 < 0.0) m.m2 = 0.0;  // rounding only; a NaN passes through unchanged
+    return m;
+  }
+
+  PYBN_HD void merge(const Moments &other) {
+    if (other.count == 0.0) return;
+    if (count == 0.0) { *this = other; return; }
+    const double total = count + other.count;
+    const double delta = other.mean - mean;
+    const double weight = other.count / total;
+    mean += delta * weight;
+    m2 += other.m2 + delta * delta * count * weight;
+    count = total;
+  }
+};
+
+struct ChannelStats {
+  double mean;
+  double var;  // biased (divided by M), on every backend
+};
+
+PYBN_HD inline ChannelStats stats_from_moments(const Moments &m) {
+  return {m.mean, m.count > 0.0 ? m.m2 / m.count : 0.0};
+}
+
+// invstd = 1 / sqrt(var + eps), and 0 where var + eps == 0 (SPEC "Forward").
+PYBN_HD inline double invstd_from_var(double var, double eps) {
+  const double denominator = var + eps;
+  return denominator == 0.0 ? 0.0 : 1.0 / std::sqrt(denominator);
+}
+
+PYBN_HD inline double moving_average(double moving, double batch, double momentum) {
+  return moving * momentum + batch * (1.0 - momentum);
+}
+
+// y = (x - mean) * scale + shift with scale = invstd * g and shift = beta. The mean is not
+// folded into the shift (PyTorch does, and loses ~1e-3 at |mean| = 5e4 * std in float32);
+// for float32 compute it is carried as mean_hi + mean_lo so the subtraction stays exact.
+template <class CT>
+struct NormCoeffs {
+  CT mean_hi, mean_lo, scale, shift;
+};
+
+// dx = dy * a + (x - mean) * b + c  (SPEC "Backward"):
+//   batch statistics:  a = invstd * g, b = -invstd^3 * g * dot / M, c = -invstd * g * sum_dy / M
+//   global statistics: a = invstd * g, b = c = 0
+template <class CT>
+struct GradCoeffs {
+  CT mean_hi, mean_lo, a, b, c;
+};
+
+struct GradSums {
+  double sum_dy = 0.0;  // sum(dy)
+  double dot = 0.0;     // sum((x - mean) * dy)
+  PYBN_HD void merge(const GradSums &other) { sum_dy += other.sum_dy; dot += other.dot; }
+};
+
+template <class CT>
+PYBN_HD inline void split_mean(double mean, CT &hi, CT &lo) {
+  hi = static_cast<CT>(mean);
+  lo = static_cast<CT>(mean - static_cast<double>(hi));
+}
+
+template <class CT>
+PYBN_HD inline NormCoeffs<CT> norm_coeffs(double mean, double invstd, double g, double beta) {
+  NormCoeffs<CT> k;
+  split_mean(mean, k.mean_hi, k.mean_lo);
+  k.scale = static_cast<CT>(invstd * g);
+  k.shift = static_cast<CT>(beta);
+  return k;
+}
+
+template <class CT>
+PYBN_HD inline GradCoeffs<CT> grad_coeffs(double mean, double invstd, double g,
+                                          const GradSums &sums, double count, bool batch_stats) {
+  GradCoeffs<CT> k;
+  split_mean(mean, k.mean_hi, k.mean_lo);
+  const double a = invstd * g;
+  k.a = static_cast<CT>(a);
+  if (batch_stats && count > 0) {
+    const double inv_count = 1.0 / count;
+    k.b = static_cast<CT>(-a * invstd * invstd * sums.dot * inv_count);
+    k.c = static_cast<CT>(-a * sums.sum_dy * inv_count);
+  } else {
+    k.b = CT(0);
+    k.c = CT(0);
+  }
+  return k;
+}
+
+PYBN_HD inline double dgamma_value(const GradSums &sums, double invstd, bool fix_gamma) {
+  return fix_gamma ? 0.0 : sums.dot * invstd;
+}
+PYBN_HD inline double dbeta_value(const GradSums &sums) { return sums.sum_dy; }
+
+}  // namespace pybn

@@ -1,0 +1,128 @@
+"""Array adapter: NumPy / CuPy / DLPack / buffer-protocol objects -> specs for pybn._core.
+
+A spec is ``(address, device_type, device_id, dtype_code, dtype_bits, shape, strides)``
+with strides in elements, the field set of pybn_tensor (and DLPack's DLTensor). Nothing
+here checks what the C library checks (shapes, dtypes, overlap): this module only finds
+memory, and copies inputs whose layout the kernels cannot read directly.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+DEVICE_CPU = 1
+DEVICE_CUDA = 2
+
+# DLPack type codes by NumPy dtype kind; bfloat16 (ml_dtypes) is recognised by name.
+_DLPACK_CODES = {"i": 0, "u": 1, "f": 2, "c": 5, "b": 6}
+_DLPACK_BFLOAT = 4
+_UNKNOWN_CODE = 255
+
+
+def is_device_array(obj) -> bool:
+    return hasattr(obj, "__cuda_array_interface__")
+
+
+def as_array(obj, name: str):
+    """Return obj as an array pybn can describe: a NumPy array or a CUDA array (CuPy)."""
+    if isinstance(obj, np.ndarray) or is_device_array(obj):
+        return obj
+    if hasattr(obj, "__dlpack__"):
+        try:
+            return np.from_dlpack(obj)
+        except (BufferError, RuntimeError, TypeError, ValueError):
+            pass  # not a host tensor NumPy can view: try the buffer protocol
+    try:
+        memoryview(obj)
+    except TypeError:
+        raise TypeError(
+            f"{name} must be an array (NumPy, CuPy, or an object with __dlpack__, "
+            f"__cuda_array_interface__ or the buffer protocol), got {type(obj).__name__}"
+        ) from None
+    return np.asarray(obj)
+
+
+def array_module(arr):
+    """numpy for host arrays, cupy for CUDA arrays (imported only when one shows up)."""
+    if is_device_array(arr):
+        import cupy
+
+        return cupy
+    return np
+
+
+def stat_dtype(data_dtype):
+    """float32 for 16-bit data, else the data's dtype (SPEC "Shapes and types")."""
+    return np.dtype(np.float32) if data_dtype.itemsize == 2 else data_dtype
+
+
+def require_writable(arr, name: str, why: str) -> None:
+    flags = getattr(arr, "flags", None)
+    if isinstance(arr, np.ndarray) and not flags.writeable:
+        raise ValueError(f"{name} must be writable: {why}")
+
+
+def is_dense(arr) -> bool:
+    """True for C order or any permutation of it (size-1 dimensions ignored)."""
+    dims = sorted((stride, size) for size, stride in zip(arr.shape, arr.strides) if size > 1)
+    expected = arr.itemsize
+    for stride, size in dims:
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def same_layout(a, b) -> bool:
+    return a.shape == b.shape and all(
+        sa == sb for n, sa, sb in zip(a.shape, a.strides, b.strides) if n > 1
+    )
+
+
+def copy_into_layout(src, template):
+    """A copy of src laid out in memory like template (which must be dense)."""
+    out = array_module(template).empty_like(template, dtype=src.dtype)
+    out[...] = src
+    return out
+
+
+def dense_input(arr, like=None):
+    """arr itself if the kernels can read it as is, else a dense copy (like `like`'s layout)."""
+    if is_dense(arr) and all(s % arr.itemsize == 0 for s in arr.strides):
+        return arr
+    if like is not None and like.shape == arr.shape and is_dense(like):
+        return copy_into_layout(arr, like)
+    return array_module(arr).ascontiguousarray(arr)
+
+
+def _dtype_fields(dtype):
+    if dtype.name == "bfloat16":
+        return _DLPACK_BFLOAT, 16
+    return _DLPACK_CODES.get(dtype.kind, _UNKNOWN_CODE), dtype.itemsize * 8
+
+
+def spec(arr):
+    """Describe arr for pybn._core (None stays None)."""
+    if arr is None:
+        return None
+    code, bits = _dtype_fields(arr.dtype)
+    itemsize = arr.itemsize
+    if is_device_array(arr):
+        interface = arr.__cuda_array_interface__
+        address = interface["data"][0]
+        device_type, device_id = DEVICE_CUDA, int(arr.device.id)
+    else:
+        address = arr.__array_interface__["data"][0]
+        device_type, device_id = DEVICE_CPU, 0
+    # A stride that is not a whole number of elements cannot be described; dense_input has
+    # copied such inputs, and for outputs the rounded stride makes the C check reject them.
+    strides = tuple(s // itemsize if s % itemsize == 0 else 0 for s in arr.strides)
+    return (address, device_type, device_id, code, bits, tuple(arr.shape), strides)
+
+
+def current_stream(arr) -> int:
+    """The caller's current CUDA stream for device arrays (CuPy), else 0."""
+    if is_device_array(arr):
+        import cupy
+
+        return int(cupy.cuda.get_current_stream().ptr)
+    return 0

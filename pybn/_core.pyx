@@ -1,0 +1,169 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""Thin binding of pybn's C ABI (cpp/include/pybn/pybn.h).
+
+It only fills C structs, releases the GIL around the call and turns a status into an
+exception. Arrays arrive already described by pybn/_arrays.py as *specs*:
+``(address, device_type, device_id, dtype_code, dtype_bits, shape, strides_in_elements)``,
+or None for an absent optional tensor.
+"""
+from libc.stdint cimport int64_t, uintptr_t
+
+from ._pybn_c cimport *
+
+cdef enum:
+    MAX_DIMS = 64  # NumPy's own limit
+
+cdef struct TensorSlot:
+    pybn_tensor tensor
+    int64_t shape[MAX_DIMS]
+    int64_t strides[MAX_DIMS]
+
+
+cdef const pybn_tensor *fill(TensorSlot *slot, object spec, str name) except? NULL:
+    """Describe one spec in slot; NULL for None (an absent tensor)."""
+    if spec is None:
+        return NULL
+    address, device_type, device_id, code, bits, shape, strides = spec
+    cdef int ndim = len(shape)
+    if ndim > MAX_DIMS:
+        raise ValueError(f"{name} has {ndim} dimensions; pybn supports at most {MAX_DIMS}")
+    slot.tensor.data = <void *><uintptr_t>address
+    slot.tensor.device.device_type = device_type
+    slot.tensor.device.device_id = device_id
+    slot.tensor.ndim = ndim
+    slot.tensor.dtype.code = code
+    slot.tensor.dtype.bits = bits
+    slot.tensor.dtype.lanes = 1
+    slot.tensor.byte_offset = 0
+    cdef int d
+    for d in range(ndim):
+        slot.shape[d] = shape[d]
+        slot.strides[d] = strides[d]
+    slot.tensor.shape = slot.shape
+    slot.tensor.strides = slot.strides
+    return &slot.tensor
+
+
+cdef int check(pybn_status status) except -1:
+    """Map a status to the exception SPEC.md "Errors" asks for, with the library's message."""
+    if status == PYBN_SUCCESS:
+        return 0
+    message = pybn_last_error().decode("utf-8", "replace") or pybn_status_string(status).decode()
+    if status == PYBN_ERROR_INVALID_VALUE:
+        raise ValueError(message)
+    if status == PYBN_ERROR_INVALID_TYPE:
+        raise TypeError(message)
+    if status == PYBN_ERROR_OUT_OF_MEMORY:
+        raise MemoryError(message)
+    raise RuntimeError(message)
+
+
+_BACKENDS = {"cpu": PYBN_BACKEND_CPU, "cuda": PYBN_BACKEND_CUDA, "cudnn": PYBN_BACKEND_CUDNN}
+
+GRAD_WRITE = PYBN_GRAD_WRITE
+GRAD_ADD = PYBN_GRAD_ADD
+GRAD_NULL = PYBN_GRAD_NULL
+HEADER_VERSION = PYBN_VERSION
+HEADER_ABI_VERSION = PYBN_ABI_VERSION
+
+
+def library_version():
+    return pybn_version_string().decode()
+
+
+def library_abi_version():
+    return pybn_abi_version()
+
+
+def backends():
+    """{name: (built, available)} for every backend of the C ABI."""
+    return {name: (bool(pybn_backend_built(code)), bool(pybn_backend_available(code)))
+            for name, code in _BACKENDS.items()}
+
+
+def cpu_num_threads():
+    return pybn_cpu_num_threads()
+
+
+def cpu_isa():
+    return pybn_cpu_isa().decode()
+
+
+def cudnn_min_epsilon():
+    """The cuDNN epsilon floor pybn was built with, or None without cuDNN."""
+    cdef double eps = 0
+    if pybn_cudnn_min_epsilon(&eps) != PYBN_SUCCESS:
+        return None
+    return eps
+
+
+def select_backend(data, int axis, bint cudnn_off):
+    cdef TensorSlot slot
+    cdef pybn_params params
+    cdef pybn_backend chosen = PYBN_BACKEND_AUTO
+    pybn_params_default(&params)
+    params.axis = axis
+    params.cudnn_off = cudnn_off
+    cdef const pybn_tensor *t = fill(&slot, data, "data")
+    check(pybn_select_backend(&params, t, &chosen))
+    return pybn_backend_name(chosen).decode()
+
+
+def forward(data, gamma, beta, moving_mean, moving_var, y, mean, invstd, *,
+            double eps, double momentum, bint fix_gamma, bint use_global_stats,
+            bint output_mean_var, int axis, bint cudnn_off, bint training, uintptr_t stream=0):
+    cdef TensorSlot slots[8]
+    cdef pybn_params params
+    pybn_params_default(&params)
+    params.eps = eps
+    params.momentum = momentum
+    params.fix_gamma = fix_gamma
+    params.use_global_stats = use_global_stats
+    params.output_mean_var = output_mean_var
+    params.axis = axis
+    params.cudnn_off = cudnn_off
+    params.training = training
+    params.stream = <void *>stream
+    cdef const pybn_tensor *t_data = fill(&slots[0], data, "data")
+    cdef const pybn_tensor *t_gamma = fill(&slots[1], gamma, "gamma")
+    cdef const pybn_tensor *t_beta = fill(&slots[2], beta, "beta")
+    cdef const pybn_tensor *t_moving_mean = fill(&slots[3], moving_mean, "moving_mean")
+    cdef const pybn_tensor *t_moving_var = fill(&slots[4], moving_var, "moving_var")
+    cdef const pybn_tensor *t_y = fill(&slots[5], y, "out")
+    cdef const pybn_tensor *t_mean = fill(&slots[6], mean, "mean")
+    cdef const pybn_tensor *t_invstd = fill(&slots[7], invstd, "invstd")
+    cdef pybn_status status
+    with nogil:
+        status = pybn_forward(&params, t_data, t_gamma, t_beta, t_moving_mean, t_moving_var,
+                              t_y, t_mean, t_invstd)
+    check(status)
+
+
+def backward(dy, data, gamma, mean, invstd, dx, dgamma, dbeta, *,
+             bint fix_gamma, bint use_global_stats, bint training, int axis, bint cudnn_off,
+             int req_data, int req_gamma, int req_beta, uintptr_t stream=0):
+    cdef TensorSlot slots[8]
+    cdef pybn_params params
+    pybn_params_default(&params)
+    params.fix_gamma = fix_gamma
+    params.use_global_stats = use_global_stats
+    params.training = training
+    params.axis = axis
+    params.cudnn_off = cudnn_off
+    params.grad_req_data = req_data
+    params.grad_req_gamma = req_gamma
+    params.grad_req_beta = req_beta
+    params.stream = <void *>stream
+    cdef const pybn_tensor *t_dy = fill(&slots[0], dy, "dy")
+    cdef const pybn_tensor *t_data = fill(&slots[1], data, "data")
+    cdef const pybn_tensor *t_gamma = fill(&slots[2], gamma, "gamma")
+    cdef const pybn_tensor *t_mean = fill(&slots[3], mean, "mean")
+    cdef const pybn_tensor *t_invstd = fill(&slots[4], invstd, "invstd")
+    cdef const pybn_tensor *t_dx = fill(&slots[5], dx, "dx")
+    cdef const pybn_tensor *t_dgamma = fill(&slots[6], dgamma, "dgamma")
+    cdef const pybn_tensor *t_dbeta = fill(&slots[7], dbeta, "dbeta")
+    cdef pybn_status status
+    with nogil:
+        status = pybn_backward(&params, t_dy, t_data, t_gamma, t_mean, t_invstd,
+                               t_dx, t_dgamma, t_dbeta)
+    check(status)

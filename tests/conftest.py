@@ -1,0 +1,99 @@
+"""pytest set-up for pybn's Python tests.
+
+The tests exercise the *installed* pybn (``pip install .``), never the source folder: the
+source ``pybn/`` has no compiled extension, so when the repository root is on ``sys.path``
+(``python -m pytest`` run from it) it is taken off again here, unless an in-place build put the
+extension there.
+"""
+
+import os
+import sys
+import zlib
+
+import numpy as np
+import pytest
+
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+REPO_ROOT = os.path.dirname(TESTS_DIR)
+
+
+def _source_tree_has_extension():
+    source_package = os.path.join(REPO_ROOT, "pybn")
+    if not os.path.isdir(source_package):
+        return False
+    return any(name.startswith("_core") and name.endswith((".so", ".pyd"))
+               for name in os.listdir(source_package))
+
+
+if not _source_tree_has_extension():
+    sys.path[:] = [entry for entry in sys.path
+                   if os.path.abspath(entry or os.curdir) != REPO_ROOT]
+# reference.py sits next to the tests, whatever pytest's import mode.
+if TESTS_DIR not in sys.path:
+    sys.path.insert(0, TESTS_DIR)
+
+from reference import param_dtype  # noqa: E402
+
+DTYPE_NAMES = ("float16", "bfloat16", "float32", "float64")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: takes seconds, not milliseconds (still run by "
+                                       "default; deselect with -m 'not slow')")
+    config.addinivalue_line("markers", "gpu: needs CuPy and a CUDA device (skipped otherwise)")
+
+
+def resolve_dtype(name):
+    """NumPy dtype for a dtype name; bfloat16 comes from ml_dtypes, skipped without it."""
+    if name == "bfloat16":
+        ml_dtypes = pytest.importorskip(
+            "ml_dtypes", reason="bfloat16 arrays need the ml_dtypes package")
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(name)
+
+
+@pytest.fixture
+def rng(request):
+    """A generator seeded from the test's id: fresh inputs per test, the same on every run."""
+    return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
+
+
+def random_inputs(rng, shape, axis=1, dtype=np.float32, loc_range=3.0):
+    """Data with a different mean and spread per channel, random gamma/beta and moving stats.
+
+    Returns a dict: data, gamma, beta, moving_mean, moving_var (parameters in the parameter
+    dtype of SPEC.md)."""
+    dtype = np.dtype(dtype)
+    pdtype = param_dtype(dtype)
+    axis = axis % len(shape)
+    channels = shape[axis]
+    broadcast = [1] * len(shape)
+    broadcast[axis] = channels
+    loc = rng.uniform(-loc_range, loc_range, channels).reshape(broadcast)
+    spread = rng.uniform(0.5, 2.0, channels).reshape(broadcast)
+    data = (loc + spread * rng.standard_normal(shape)).astype(dtype)
+    return {
+        "data": data,
+        "gamma": rng.uniform(0.5, 1.5, channels).astype(pdtype),
+        "beta": rng.uniform(-1.0, 1.0, channels).astype(pdtype),
+        "moving_mean": rng.uniform(-1.0, 1.0, channels).astype(pdtype),
+        "moving_var": rng.uniform(0.5, 2.0, channels).astype(pdtype),
+    }
+
+
+@pytest.fixture
+def make_inputs(rng):
+    """random_inputs bound to this test's generator."""
+    def make(shape, axis=1, dtype=np.float32, **kwargs):
+        return random_inputs(rng, shape, axis=axis, dtype=dtype, **kwargs)
+    return make
+
+
+@pytest.fixture
+def dtype_from_name():
+    return resolve_dtype
+
+
+def poisoned(shape, dtype):
+    """An output buffer full of NaN, so an element the library forgets to write shows up."""
+    return np.full(shape, np.nan, dtype=dtype)

@@ -1,0 +1,151 @@
+"""Library facts, backend selection, the command line, and concurrent calls."""
+
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+import pybn
+from reference import assert_close, backward_reference, forward_reference
+
+
+def test_public_names():
+    for name in ("batch_norm", "batch_norm_backward", "select_backend", "BatchNorm",
+                 "CUDNN_BN_MIN_EPSILON", "info", "get_include", "get_library"):
+        assert hasattr(pybn, name), name
+        assert name in pybn.__all__, name
+
+
+def test_info():
+    info = pybn.info()
+    assert isinstance(info, dict)
+    assert isinstance(info["version"], str) and info["version"]
+    backends = info["backends"]
+    assert "cpu" in backends
+    if hasattr(pybn, "__version__"):
+        assert info["version"] == pybn.__version__
+
+
+def test_get_include_has_the_header():
+    include = pybn.get_include()
+    assert os.path.isdir(include)
+    assert os.path.isfile(os.path.join(include, "pybn", "pybn.h"))
+
+
+def test_get_library_is_a_file():
+    library = pybn.get_library()
+    assert os.path.isfile(library)
+    assert os.path.basename(library).startswith(("libpybn", "pybn"))
+
+
+@pytest.mark.parametrize("axis", [1, -1, 0])
+@pytest.mark.parametrize("cudnn_off", [False, True])
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_host_arrays_select_cpu(dtype, cudnn_off, axis):
+    data = np.zeros((2, 3, 4), dtype=dtype)
+    assert pybn.select_backend(data, axis=axis, cudnn_off=cudnn_off) == "cpu"
+    assert pybn.select_backend(data) == "cpu"
+
+
+def test_cudnn_min_epsilon():
+    floor = pybn.CUDNN_BN_MIN_EPSILON
+    assert floor is None or (isinstance(floor, float) and 0.0 <= floor < 1e-3)
+
+
+def _run_cli(*arguments, cwd):
+    return subprocess.run([sys.executable, "-m", "pybn", *arguments], cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_cli_help(tmp_path):
+    result = _run_cli("--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    for option in ("--shape", "--dtype", "--axis", "--repeat"):
+        assert option in result.stdout
+
+
+@pytest.mark.parametrize("arguments", [
+    ("--shape", "4,8,16,16"),
+    ("--shape", "2,6,5", "--dtype", "float64", "--axis", "-1", "--repeat", "2"),
+    ("--shape", "3,4,5,6", "--dtype", "float16", "--repeat", "1"),
+])
+def test_cli_runs(tmp_path, arguments):
+    result = _run_cli(*arguments, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip()
+
+
+@pytest.mark.parametrize("arguments", [("--shape", "a,b"), ("--dtype", "int7"),
+                                       ("--no-such-option",)])
+def test_cli_rejects_bad_arguments(tmp_path, arguments):
+    result = _run_cli(*arguments, cwd=tmp_path)
+    assert result.returncode != 0
+
+
+def test_concurrent_calls_from_threads():
+    """Several Python threads run forward and backward at once on their own arrays: every
+    result is the model's, and per-thread errors do not leak into other threads' calls."""
+    thread_count = 6
+    rounds = 8
+    failures = []
+    barrier = threading.Barrier(thread_count)
+
+    def work(seed):
+        try:
+            rng = np.random.default_rng(seed)
+            dtype = (np.float32, np.float64)[seed % 2]
+            axis = (1, -1)[seed % 2]
+            shape = (8, 5 + seed, 9, 7)
+            channels = shape[axis]
+            barrier.wait()
+            for round_index in range(rounds):
+                data = rng.normal(seed, 1 + round_index, shape).astype(dtype)
+                dy = rng.standard_normal(shape).astype(dtype)
+                gamma = rng.uniform(0.5, 1.5, channels).astype(dtype)
+                beta = rng.uniform(-1, 1, channels).astype(dtype)
+                moving_mean = np.zeros(channels, dtype)
+                moving_var = np.ones(channels, dtype)
+                if round_index % 3 == 2:
+                    # An error in this thread in between: must not disturb anything.
+                    with pytest.raises(ValueError):
+                        pybn.batch_norm(data, gamma, beta, moving_mean, moving_var,
+                                        axis=axis, eps=-1.0)
+                y, mean, invstd = pybn.batch_norm(data, gamma, beta, moving_mean, moving_var,
+                                                  axis=axis, fix_gamma=False,
+                                                  output_mean_var=True)
+                grads = pybn.batch_norm_backward(dy, data, gamma, mean, invstd, axis=axis,
+                                                 fix_gamma=False)
+                expected = forward_reference(data, gamma, beta, np.zeros(channels),
+                                             np.ones(channels), fix_gamma=False, axis=axis)
+                assert_close(y, expected["y"])
+                assert_close(mean, expected["mean"])
+                assert_close(invstd, expected["invstd"])
+                assert_close(moving_mean, expected["moving_mean"])
+                assert_close(moving_var, expected["moving_var"])
+                for actual, wanted in zip(grads, backward_reference(
+                        dy, data, gamma, mean, invstd, fix_gamma=False, axis=axis)):
+                    assert_close(actual, wanted)
+        except BaseException as error:  # reported from the main thread below
+            failures.append((seed, repr(error)))
+
+    threads = [threading.Thread(target=work, args=(seed,)) for seed in range(thread_count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not any(thread.is_alive() for thread in threads), "a thread hung"
+    assert not failures, failures
+
+
+def test_error_message_is_the_callers():
+    """The message of a failed call describes that call (the per-thread last error is not
+    stale): two different bad calls in a row name their own arguments."""
+    data = np.zeros((2, 3), np.float32)
+    params = [np.ones(3, np.float32) for _ in range(4)]
+    with pytest.raises(ValueError, match="eps"):
+        pybn.batch_norm(data, *params, eps=-1.0)
+    with pytest.raises(ValueError, match="momentum"):
+        pybn.batch_norm(data, *params, momentum=2.0)
