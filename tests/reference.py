@@ -172,3 +172,55 @@ def assert_close(actual, expected, dtype=None, scale=None, what=""):
     rtol, atol = tolerance(dtype, scale)
     np.testing.assert_allclose(actual.astype(np.float64), expected, rtol=rtol, atol=atol,
                                equal_nan=True, err_msg=what)
+
+
+def backward_magnitudes(dy, data, gamma, mean, invstd, fix_gamma=True, use_global_stats=False,
+                        training=True, axis=1):
+    """The size of the terms each gradient is summed from: the backward formulas with every
+    term replaced by its absolute value, maximized over the array. Rounding errors scale with
+    these, not with the result (dx is exactly 0 when M == 1, as the sum of terms that cancel).
+    Returns (dx_scale, dgamma_scale, dbeta_scale)."""
+    x = _as_float64(data)
+    axis = axis % x.ndim
+    x_matrix, _ = _channels_last_matrix(x, axis)
+    dy_matrix, _ = _channels_last_matrix(np.abs(_as_float64(dy)), axis)
+    items_per_channel = max(x_matrix.shape[0], 1)
+    g = np.ones(x.shape[axis]) if fix_gamma else np.abs(_as_float64(gamma))
+    invstd = np.abs(_as_float64(invstd))
+    with np.errstate(invalid="ignore", over="ignore"):
+        centered = np.abs(x_matrix - _as_float64(mean))
+        sum_dy = dy_matrix.sum(axis=0)
+        dot = (centered * dy_matrix).sum(axis=0)
+        if training and not use_global_stats:
+            dx_terms = (dy_matrix + sum_dy / items_per_channel
+                        + centered * invstd ** 2 * dot / items_per_channel) * invstd * g
+        else:
+            dx_terms = dy_matrix * invstd * g
+
+    def largest(values):
+        finite = values[np.isfinite(values)]
+        return float(finite.max()) if finite.size else 0.0
+
+    return largest(dx_terms), largest(dot * invstd), largest(sum_dy)
+
+
+def assert_gradients_close(actual, dy, data, gamma, mean, invstd, fix_gamma=True,
+                           use_global_stats=False, training=True, axis=1, initial=None):
+    """pybn's (dx, dgamma, dbeta) against backward_reference for the same inputs, each within
+    the tolerance of its dtype at the magnitude of its terms. `initial` (a 3-tuple, None
+    entries allowed) holds buffer contents a grad_req "add" accumulated onto."""
+    flags = dict(fix_gamma=fix_gamma, use_global_stats=use_global_stats, training=training,
+                 axis=axis)
+    expected = backward_reference(dy, data, gamma, mean, invstd, **flags)
+    scales = backward_magnitudes(dy, data, gamma, mean, invstd, **flags)
+    initial = initial or (None, None, None)
+    for name, value, wanted, scale, start in zip(("dx", "dgamma", "dbeta"), actual, expected,
+                                                 scales, initial):
+        if value is None:
+            continue
+        if start is not None:
+            start = _as_float64(start)
+            wanted = start + wanted
+            finite = np.abs(start[np.isfinite(start)])
+            scale = scale + (finite.max() if finite.size else 0.0)
+        assert_close(value, wanted, scale=max(scale, 1e-300), what=name)

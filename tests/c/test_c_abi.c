@@ -1,0 +1,175 @@
+/* Tests of the C ABI from C99 (compiled with -std=c99 -pedantic -Werror): versions, statuses,
+ * last-error messages, "nothing written on error", dense layouts through strides, float64,
+ * grad_req null with NULL buffers. Numbers are checked against sums computed here in double. */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <pybn/pybn.h>
+
+static int failures = 0;
+#define EXPECT(cond)                                                   \
+  do {                                                                 \
+    if (!(cond)) {                                                     \
+      fprintf(stderr, "%s:%d: expected %s\n", __FILE__, __LINE__, #cond); \
+      ++failures;                                                      \
+    }                                                                  \
+  } while (0)
+
+static pybn_tensor tensor(void *data, int bits, int ndim, const int64_t *shape, const int64_t *strides) {
+  pybn_tensor t;
+  memset(&t, 0, sizeof t);
+  t.data = data;
+  t.device.device_type = PYBN_DEVICE_CPU;
+  t.ndim = ndim;
+  t.dtype.code = PYBN_DTYPE_FLOAT;
+  t.dtype.bits = (uint8_t)bits;
+  t.dtype.lanes = 1;
+  t.shape = shape;
+  t.strides = strides;
+  return t;
+}
+
+static void test_versions(void) {
+  EXPECT(pybn_version() == PYBN_VERSION);
+  EXPECT(pybn_abi_version() == PYBN_ABI_VERSION);
+  EXPECT(strlen(pybn_version_string()) >= 5);
+  EXPECT(strcmp(pybn_status_string(PYBN_SUCCESS), "PYBN_SUCCESS") == 0);
+  EXPECT(strcmp(pybn_status_string(PYBN_ERROR_INVALID_TYPE), "PYBN_ERROR_INVALID_TYPE") == 0);
+  EXPECT(strcmp(pybn_backend_name(PYBN_BACKEND_CPU), "cpu") == 0);
+  EXPECT(pybn_backend_built(PYBN_BACKEND_CPU) == 1 && pybn_backend_available(PYBN_BACKEND_CPU) == 1);
+  EXPECT(pybn_cpu_num_threads() >= 1);
+  EXPECT(strlen(pybn_cpu_isa()) > 0);
+}
+
+/* channels_last: logical (N, C, W) = (2, 3, 4) stored as (N, W, C). Forward, float64. */
+static void test_channels_last_float64(void) {
+  double x[24], y[24], gamma[3] = {1, 2, 3}, beta[3] = {0.5, -0.5, 1}, mm[3] = {0, 0, 0}, mv[3] = {1, 1, 1};
+  double mean[3], invstd[3];
+  const int64_t shape[3] = {2, 3, 4}, strides[3] = {12, 1, 3}, cshape[1] = {3};
+  pybn_tensor tx, ty, tg, tb, tmm, tmv, tmean, tinv;
+  pybn_params p;
+  int n, c, w, i;
+  for (i = 0; i < 24; ++i) x[i] = 1000.0 * (i % 3) + sin((double)i);
+  tx = tensor(x, 64, 3, shape, strides);
+  ty = tensor(y, 64, 3, shape, strides);
+  tg = tensor(gamma, 64, 1, cshape, NULL);
+  tb = tensor(beta, 64, 1, cshape, NULL);
+  tmm = tensor(mm, 64, 1, cshape, NULL);
+  tmv = tensor(mv, 64, 1, cshape, NULL);
+  tmean = tensor(mean, 64, 1, cshape, NULL);
+  tinv = tensor(invstd, 64, 1, cshape, NULL);
+  pybn_params_default(&p);
+  p.fix_gamma = 0;
+  p.eps = 1e-5;
+  p.momentum = 0.5;
+  EXPECT(pybn_forward(&p, &tx, &tg, &tb, &tmm, &tmv, &ty, &tmean, &tinv) == PYBN_SUCCESS);
+  for (c = 0; c < 3; ++c) {
+    double s = 0, ss = 0, m, v;
+    for (n = 0; n < 2; ++n)
+      for (w = 0; w < 4; ++w) s += x[n * 12 + w * 3 + c];
+    m = s / 8;
+    for (n = 0; n < 2; ++n)
+      for (w = 0; w < 4; ++w) ss += (x[n * 12 + w * 3 + c] - m) * (x[n * 12 + w * 3 + c] - m);
+    v = ss / 8;
+    EXPECT(fabs(mean[c] - m) < 1e-9);
+    EXPECT(fabs(invstd[c] - 1 / sqrt(v + 1e-5)) < 1e-9);
+    EXPECT(fabs(mm[c] - 0.5 * m) < 1e-9);
+    EXPECT(fabs(mv[c] - (0.5 + 0.5 * v)) < 1e-9);
+    for (n = 0; n < 2; ++n)
+      for (w = 0; w < 4; ++w) {
+        const int at = n * 12 + w * 3 + c;
+        EXPECT(fabs(y[at] - ((x[at] - m) / sqrt(v + 1e-5) * gamma[c] + beta[c])) < 1e-9);
+      }
+  }
+}
+
+/* Bad inputs: a status, a message naming the argument, and untouched buffers. */
+static void test_errors_leave_buffers(void) {
+  float x[8] = {1, 2, 3, 4, 5, 6, 7, 8}, y[8], gamma[2] = {3, 3}, beta[2] = {0, 0}, mm[2] = {7, 7}, mv[2] = {9, 9};
+  float gamma_wrong[3] = {1, 1, 1};
+  const int64_t shape[2] = {4, 2}, cshape[1] = {2}, wrong_shape[1] = {3};
+  pybn_tensor tx = tensor(x, 32, 2, shape, NULL), ty = tensor(y, 32, 2, shape, NULL);
+  pybn_tensor tg = tensor(gamma, 32, 1, cshape, NULL), tb = tensor(beta, 32, 1, cshape, NULL);
+  pybn_tensor tmm = tensor(mm, 32, 1, cshape, NULL), tmv = tensor(mv, 32, 1, cshape, NULL);
+  pybn_tensor tbad = tensor(gamma_wrong, 32, 1, wrong_shape, NULL);
+  pybn_tensor tx64 = tensor(x, 64, 2, shape, NULL);
+  pybn_params p;
+  int i;
+  for (i = 0; i < 8; ++i) y[i] = -1;
+  pybn_params_default(&p);
+
+  EXPECT(pybn_forward(&p, &tx, &tbad, &tb, &tmm, &tmv, &ty, NULL, NULL) == PYBN_ERROR_INVALID_VALUE);
+  EXPECT(strstr(pybn_last_error(), "gamma") != NULL);
+  EXPECT(pybn_forward(&p, &tx64, &tg, &tb, &tmm, &tmv, &ty, NULL, NULL) == PYBN_ERROR_INVALID_TYPE);
+  p.axis = 2;
+  EXPECT(pybn_forward(&p, &tx, &tg, &tb, &tmm, &tmv, &ty, NULL, NULL) == PYBN_ERROR_INVALID_VALUE);
+  EXPECT(strstr(pybn_last_error(), "axis") != NULL);
+  p.axis = 1;
+  p.momentum = 1.5;
+  EXPECT(pybn_forward(&p, &tx, &tg, &tb, &tmm, &tmv, &ty, NULL, NULL) == PYBN_ERROR_INVALID_VALUE);
+  EXPECT(strstr(pybn_last_error(), "momentum") != NULL);
+  p.momentum = 0.9;
+  p.eps = -1;
+  EXPECT(pybn_forward(&p, &tx, &tg, &tb, &tmm, &tmv, &ty, NULL, NULL) == PYBN_ERROR_INVALID_VALUE);
+  p.eps = 1e-3;
+  p.output_mean_var = 1;
+  EXPECT(pybn_forward(&p, &tx, &tg, &tb, &tmm, &tmv, &ty, NULL, NULL) == PYBN_ERROR_INVALID_VALUE);
+  p.output_mean_var = 0;
+  /* y overlapping the moving mean is refused */
+  {
+    pybn_tensor overlap = tensor(mm, 32, 1, cshape, NULL);
+    EXPECT(pybn_forward(&p, &tx, &tg, &tb, &tmm, &tmv, &ty, &overlap, NULL) == PYBN_ERROR_INVALID_VALUE);
+    EXPECT(strstr(pybn_last_error(), "overlaps") != NULL);
+  }
+  EXPECT(pybn_forward(NULL, &tx, &tg, &tb, &tmm, &tmv, &ty, NULL, NULL) == PYBN_ERROR_INVALID_VALUE);
+  EXPECT(pybn_forward(&p, &tx, NULL, &tb, &tmm, &tmv, &ty, NULL, NULL) == PYBN_ERROR_INVALID_VALUE);
+  for (i = 0; i < 8; ++i) EXPECT(y[i] == -1);
+  EXPECT(gamma[0] == 3 && gamma[1] == 3 && mm[0] == 7 && mv[1] == 9);
+
+  /* and then a good call clears the message */
+  EXPECT(pybn_forward(&p, &tx, &tg, &tb, &tmm, &tmv, &ty, NULL, NULL) == PYBN_SUCCESS);
+  EXPECT(pybn_last_error()[0] == '\0');
+  EXPECT(gamma[0] == 1 && gamma[1] == 1); /* fix_gamma (the default) sets gamma to 1 */
+  {
+    double eps = -1;
+    EXPECT(pybn_cudnn_min_epsilon(&eps) == PYBN_ERROR_NOT_SUPPORTED && eps == -1);
+  }
+}
+
+/* Backward with dgamma requested only (dx and dbeta NULL under the null request). */
+static void test_backward_null_requests(void) {
+  float x[6] = {1, 2, 3, 4, 5, 6}, dy[6] = {1, -1, 2, 0, 1, 3}, gamma[1] = {2}, mean[1], invstd[1], dgamma[1];
+  const int64_t shape[2] = {6, 1}, cshape[1] = {1};
+  pybn_tensor tx = tensor(x, 32, 2, shape, NULL), tdy = tensor(dy, 32, 2, shape, NULL);
+  pybn_tensor tg = tensor(gamma, 32, 1, cshape, NULL), tm = tensor(mean, 32, 1, cshape, NULL);
+  pybn_tensor ti = tensor(invstd, 32, 1, cshape, NULL), tdg = tensor(dgamma, 32, 1, cshape, NULL);
+  pybn_params p;
+  double dot = 0;
+  int i;
+  mean[0] = 3.5f;
+  invstd[0] = 0.5f;
+  pybn_params_default(&p);
+  p.fix_gamma = 0;
+  p.grad_req_data = PYBN_GRAD_NULL;
+  p.grad_req_beta = PYBN_GRAD_NULL;
+  EXPECT(pybn_backward(&p, &tdy, &tx, &tg, &tm, &ti, NULL, &tdg, NULL) == PYBN_SUCCESS);
+  for (i = 0; i < 6; ++i) dot += (x[i] - 3.5) * dy[i];
+  EXPECT(fabs(dgamma[0] - dot * 0.5) < 1e-5);
+  p.grad_req_beta = PYBN_GRAD_WRITE; /* now dbeta is required and NULL: an error */
+  EXPECT(pybn_backward(&p, &tdy, &tx, &tg, &tm, &ti, NULL, &tdg, NULL) == PYBN_ERROR_INVALID_VALUE);
+  EXPECT(strstr(pybn_last_error(), "dbeta") != NULL);
+}
+
+int main(void) {
+  test_versions();
+  test_channels_last_float64();
+  test_errors_leave_buffers();
+  test_backward_null_requests();
+  if (failures) {
+    fprintf(stderr, "%d check(s) failed\n", failures);
+    return 1;
+  }
+  printf("C ABI tests passed\n");
+  return 0;
+}
