@@ -365,10 +365,11 @@ class MXNetCase:
         }
 
 
-def time_calls(fn, number):
-    """Seconds per call over `number` back-to-back calls, after one untimed call that wakes
-    the library's thread pool (asleep after the gap between samples)."""
-    fn()
+def time_calls(fn, number, prime=True):
+    """Seconds per call over `number` back-to-back calls, after (with `prime`) one untimed
+    call that wakes the library's thread pool."""
+    if prime:
+        fn()
     t0 = time.perf_counter()
     for _ in range(number):
         fn()
@@ -401,7 +402,8 @@ def mxnet_worker():
                 fns = case.contestants()
                 reply({"ok": True, "names": sorted(fns)})
             elif cmd == "run":
-                reply({"ok": True, "seconds": time_calls(fns[req["name"]], req["number"])})
+                reply({"ok": True, "seconds": time_calls(fns[req["name"]], req["number"],
+                                                           req["prime"])})
             elif cmd == "outputs":
                 outs = case.reference_outputs()
                 for k, v in outs.items():
@@ -453,7 +455,8 @@ class MXNetRemote:
         names = self.call(cmd="setup", dir=self.dir, layout=layout)["names"]
 
         def sampler(name):
-            return lambda number: self.call(cmd="run", name=name, number=number)["seconds"]
+            return lambda number, prime=True: self.call(cmd="run", name=name, number=number,
+                                                        prime=prime)["seconds"]
         return {n: sampler(n) for n in names}
 
     def reference_outputs(self):
@@ -485,7 +488,7 @@ class MXNetLocal:
 
     def setup(self, phys, layout):
         self.case = MXNetCase(self.mx, phys, layout)
-        return {n: (lambda f: lambda number: time_calls(f, number))(f)
+        return {n: (lambda f: lambda number, prime=True: time_calls(f, number, prime))(f)
                 for n, f in self.case.contestants().items()}
 
     def reference_outputs(self):
@@ -518,24 +521,24 @@ def measure_group(samplers, repeats, warmup, min_sample_s, gap_s, label):
     """Warm up, calibrate calls per sample, then `repeats` interleaved rounds.
 
     samplers: name -> f(number) returning seconds per call. Each round visits every
-    contestant once, starting one further along each time. A short sleep before each
-    sample lets the previous contestant's OpenMP threads stop spinning (pybn and PyTorch
-    each bring their own OpenMP runtime; on a 2-core machine one's spinning workers
-    otherwise slow the next contestant down by up to 2x); time_calls then makes one
-    untimed call so the contestant's own threads are awake when the clock starts.
+    contestant once, starting one further along each time. time_calls makes one untimed
+    call first (for calls under 50 ms), so the contestant's own thread pool is awake and
+    the previous contestant's OpenMP workers (pybn and PyTorch each bring their own
+    libgomp, whose workers spin ~4 ms after a parallel region) have mostly gone idle.
     """
     results, live = {}, []
     for name, sample in samplers.items():
         try:
             for _ in range(max(1, warmup)):
-                sample(1)
+                sample(1, False)
             number = 1                          # like timeit's autorange
             while True:
                 t = sample(number)
                 if t * number >= min_sample_s or number >= 100000:
                     break
                 number = min(100000, max(2 * number, math.ceil(1.2 * min_sample_s / max(t, 1e-9))))
-            results[name] = {"number": number, "samples_s": []}
+            # A wake-up costs well under 1 ms: calls slower than 50 ms need no priming call.
+            results[name] = {"number": number, "prime": t < 0.05, "samples_s": []}
             live.append(name)
         except Exception as e:  # noqa: BLE001
             results[name] = {"error": f"{type(e).__name__}: {e}"}
@@ -549,10 +552,12 @@ def measure_group(samplers, repeats, warmup, min_sample_s, gap_s, label):
                 res = results[name]
                 if "error" in res:
                     continue
-                if gap_s > 0:
-                    time.sleep(gap_s)
+                if gap_s > 0:               # busy wait, so no core is left idle
+                    end = time.perf_counter() + gap_s
+                    while time.perf_counter() < end:
+                        pass
                 try:
-                    res["samples_s"].append(samplers[name](res["number"]))
+                    res["samples_s"].append(samplers[name](res["number"], res["prime"]))
                 except Exception as e:  # noqa: BLE001
                     res["error"] = f"{type(e).__name__}: {e}"
                     log(f"  {label}: {name} failed in round {r}: {res['error']}")
@@ -567,10 +572,10 @@ def measure_group(samplers, repeats, warmup, min_sample_s, gap_s, label):
     return results
 
 
-def best_floor(res, kind):
+def best_floor(res, kind, stat):
     """(ms, name) of the faster of the single- and multi-thread floor of this kind."""
-    cands = [(v["median_ms"], k) for k, v in res.items()
-             if k.startswith(f"floor/{kind}/") and "median_ms" in v]
+    key = stat + "_ms"
+    cands = [(v[key], k) for k, v in res.items() if k.startswith(f"floor/{kind}/") and key in v]
     return min(cands) if cands else (None, None)
 
 
@@ -644,9 +649,8 @@ def parse_args(argv):
     p.add_argument("--min-sample-ms", type=float, default=None,
                    help="calls per sample are raised until a sample lasts this long "
                         "(default 5; quick 1)")
-    p.add_argument("--gap-ms", type=float, default=6.0,
-                   help="sleep before each sample so OpenMP workers of the previous "
-                        "contestant stop spinning (libgomp spins ~4 ms here; default 6)")
+    p.add_argument("--gap-ms", type=float, default=0.0,
+                   help="busy-wait this long before each sample (default 0)")
     p.add_argument("--threads", type=int, default=None,
                    help="threads for pybn (via OMP_NUM_THREADS), PyTorch, MXNet and the "
                         "split floors (default: pybn.info()['omp_threads'] or os.cpu_count())")
@@ -658,6 +662,9 @@ def parse_args(argv):
     p.add_argument("--mxnet-python", default=os.environ.get("PYBN_BENCH_MXNET_PYTHON"),
                    help="interpreter with mxnet installed, used (as a worker process) when "
                         "`import mxnet` fails here (env PYBN_BENCH_MXNET_PYTHON)")
+    p.add_argument("--stat", choices=("median", "min"), default="median",
+                   help="statistic of the samples used in the table, ratios and targets "
+                        "(default median; min is steadier on a noisy VM)")
     p.add_argument("--json", metavar="PATH", help="write all raw numbers and machine facts here")
     p.add_argument("--mxnet-worker", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -749,10 +756,11 @@ def main(argv=None):
         log(f"{label}: {nbytes / 2**20:.1f} MiB per tensor, layout {layout}")
         group = {"shape_name": sname, "shape": list(shape), "dtype": dtype, "layout": layout,
                  "bytes": nbytes, "errors": {}, "checks": {}}
-        samplers, outputs, cases = {}, {}, {}
+        samplers, cases = {}, {}
 
         def local(fns):
-            return {n: (lambda f: lambda number: time_calls(f, number))(f) for n, f in fns.items()}
+            return {n: (lambda f: lambda number, prime=True: time_calls(f, number, prime))(f)
+                    for n, f in fns.items()}
 
         if pybn is not None:
             try:
@@ -792,21 +800,22 @@ def main(argv=None):
         group["results"] = res
         for k, v in res.items():
             if k.startswith("floor/") and "median_ms" in v:
-                gbs = nbytes * {"copy": 2, "read": 1, "add": 3}[k.split("/")[1]] / (v["median_ms"] / 1e3) / 1e9
+                moved = nbytes * {"copy": 2, "read": 1, "add": 3}[k.split("/")[1]]
+                gbs = moved / (v["median_ms"] / 1e3) / 1e9
                 v["GBps"] = gbs
-        log(f"  floors (median ms): " + ", ".join(
+        log("  floors (median ms): " + ", ".join(
             f"{k[6:]} {v['median_ms']:.3f}" for k, v in res.items()
             if k.startswith("floor/") and "median_ms" in v))
 
         inner_is_one = layout != "nchw"
         for op in args.ops:
             kinds, factor, tlabel = targets_for(op, inner_is_one)
-            parts = [best_floor(res, k) for k in kinds]
+            parts = [best_floor(res, k, args.stat) for k in kinds]
             floor_ms = None if any(p[0] is None for p in parts) else sum(p[0] for p in parts)
             floor_name = "+".join(p[1][6:] for p in parts if p[1])
             for var in args.variants:
                 def med(impl):
-                    return res.get(f"{impl}/{op}/{var}", {}).get("median_ms")
+                    return res.get(f"{impl}/{op}/{var}", {}).get(args.stat + "_ms")
                 p_ms, t_ms, m_ms = med("pybn"), med("torch"), med("mxnet")
                 p_min = res.get(f"pybn/{op}/{var}", {}).get("min_ms")
                 ratio = p_ms / floor_ms if p_ms and floor_ms else None
@@ -843,7 +852,8 @@ def main(argv=None):
         with open(args.json, "w") as f:
             json.dump({"machine": facts, "config": {
                 "eps": EPS, "momentum": MOMENTUM, "repeats": args.repeats, "warmup": args.warmup,
-                "min_sample_ms": args.min_sample_ms, "gap_ms": args.gap_ms, "quick": args.quick, "seed": args.seed},
+                "min_sample_ms": args.min_sample_ms, "gap_ms": args.gap_ms,
+                "stat": args.stat, "quick": args.quick, "seed": args.seed},
                 "groups": groups, "rows": rows}, f, indent=1)
         log(f"wrote {args.json}")
     return 0
@@ -890,7 +900,7 @@ def check_group(group, cases, mxnet, phys, label):
 
 def print_table(rows, facts, args):
     print(f"\npybn CPU benchmark: {facts['cpu_model']}, {facts['cpu_count']} cpus, "
-          f"{facts['threads']} threads; medians of {args.repeats} rounds, ms per call")
+          f"{facts['threads']} threads; {args.stat} of {args.repeats} rounds, ms per call")
     head = ["case", "shape", "dtype", "layout", "pybn ms", "pybn min", "torch ms", "mxnet ms",
             "floor", "floor ms", "pybn/floor", "target", "", "torch/pybn", ""]
     lines = []

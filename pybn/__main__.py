@@ -56,7 +56,7 @@ def _median_ms(fn, repeat):
 
 def _channel_view(a, axis):
     """(C, M) float64 copy of a with the channel axis first."""
-    return np.moveaxis(a.astype(np.float64), axis, 0).reshape(a.shape[axis], -1)
+    return np.ascontiguousarray(np.moveaxis(a.astype(np.float64), axis, 0)).reshape(a.shape[axis], -1)
 
 
 def main(argv=None):

@@ -44,7 +44,13 @@ def _channels(data, axis):
 
 
 def _parse_grad_req(grad_req):
-    reqs = (grad_req,) * 3 if isinstance(grad_req, str) else tuple(grad_req)
+    if isinstance(grad_req, str):
+        reqs = (grad_req,) * 3
+    elif isinstance(grad_req, (tuple, list)):
+        reqs = tuple(grad_req)
+    else:
+        raise TypeError("grad_req must be a string or a 3-tuple of strings, "
+                        f"got {type(grad_req).__name__}")
     if len(reqs) != 3 or any(not isinstance(r, str) or r not in _GRAD_REQS for r in reqs):
         raise ValueError(
             "grad_req must be 'write', 'add' or 'null', or a 3-tuple of them for "

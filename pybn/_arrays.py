@@ -24,7 +24,9 @@ def is_device_array(obj) -> bool:
 
 def as_array(obj, name: str):
     """Return obj as an array pybn can describe: a NumPy array or a CUDA array (CuPy)."""
-    if isinstance(obj, np.ndarray) or is_device_array(obj):
+    if isinstance(obj, np.ndarray):
+        return _native(obj, name)
+    if is_device_array(obj):
         return obj
     if hasattr(obj, "__dlpack__"):
         try:
@@ -38,7 +40,15 @@ def as_array(obj, name: str):
             f"{name} must be an array (NumPy, CuPy, or an object with __dlpack__, "
             f"__cuda_array_interface__ or the buffer protocol), got {type(obj).__name__}"
         ) from None
-    return np.asarray(obj)
+    return _native(np.asarray(obj), name)
+
+
+def _native(arr, name):
+    # pybn_tensor has no byte-order field: a byte-swapped array would be read as garbage.
+    if not arr.dtype.isnative:
+        raise TypeError(f"{name} has non-native byte order ({arr.dtype.str}); "
+                        f"convert it with {name}.astype({name}.dtype.newbyteorder('='))")
+    return arr
 
 
 def array_module(arr):

@@ -54,8 +54,10 @@ def resolve_dtype(name):
 
 @pytest.fixture
 def rng(request):
-    """A generator seeded from the test's id: fresh inputs per test, the same on every run."""
-    return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
+    """A generator seeded from the test's id: fresh inputs per test, the same on every run.
+    Set PYBN_TEST_SEED to an integer to draw a different (still reproducible) set."""
+    salt = os.environ.get("PYBN_TEST_SEED", "")
+    return np.random.default_rng(zlib.crc32((salt + request.node.nodeid).encode()))
 
 
 def random_inputs(rng, shape, axis=1, dtype=np.float32, loc_range=3.0):
@@ -89,11 +91,21 @@ def make_inputs(rng):
     return make
 
 
-@pytest.fixture
-def dtype_from_name():
-    return resolve_dtype
-
-
 def poisoned(shape, dtype):
     """An output buffer full of NaN, so an element the library forgets to write shows up."""
     return np.full(shape, np.nan, dtype=dtype)
+
+
+def assert_bitwise_equal(actual, expected, what=""):
+    """Same dtype, shape and bytes: for "unchanged" and "bit-identical" checks (NaN included,
+    and for dtypes such as bfloat16 whose NaN assert_array_equal does not recognize)."""
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    assert actual.dtype == expected.dtype, f"{what}: dtype {actual.dtype} != {expected.dtype}"
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    if actual.tobytes() != expected.tobytes():
+        differ = (np.ascontiguousarray(actual).view(np.uint8).reshape(actual.shape + (-1,))
+                  != np.ascontiguousarray(expected).view(np.uint8).reshape(actual.shape + (-1,))
+                  ).any(axis=-1)
+        raise AssertionError(f"{what}: {int(differ.sum())} of {actual.size} elements differ, "
+                             f"first at {np.argwhere(differ)[0].tolist()}: "
+                             f"{actual[differ][:5]} != {expected[differ][:5]}")

@@ -11,10 +11,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 @pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake is not installed")
 def test_c_programs_through_ctest(tmp_path):
+    import pybn
+
     build = tmp_path / "build"
     configure = subprocess.run(
-        ["cmake", "-S", os.path.join(HERE, "c"), "-B", str(build), f"-DPython_EXECUTABLE={sys.executable}"],
-        capture_output=True, text=True)
+        ["cmake", "-S", os.path.join(HERE, "c"), "-B", str(build), f"-DPython_EXECUTABLE={sys.executable}",
+         f"-DPYBN_INCLUDE_DIR={pybn.get_include()}", f"-DPYBN_LIBRARY={pybn.get_library()}"],
+        capture_output=True, text=True, cwd=tmp_path)
     assert configure.returncode == 0, configure.stdout + configure.stderr
     compiled = subprocess.run(["cmake", "--build", str(build)], capture_output=True, text=True)
     assert compiled.returncode == 0, compiled.stdout + compiled.stderr

@@ -71,6 +71,7 @@ def assert_rejected_and_untouched(call, case, error, argument):
         call(case)
     for (name, after), (_, copy) in zip(arrays_of(case), before):
         assert np.array_equal(after, copy, equal_nan=True), f"{name} changed on error"
+        assert after.tobytes() == copy.tobytes(), f"{name} changed on error (bits)"
 
 
 # --- forward -------------------------------------------------------------------------------
@@ -150,6 +151,9 @@ FORWARD_ERRORS = {
     "momentum_above_one": (ValueError, "momentum", _set(momentum=1.1)),
     "momentum_nan": (ValueError, "momentum", _set(momentum=float("nan"))),
     "momentum_inf": (ValueError, "momentum", _set(momentum=float("inf"))),
+    "eps_not_a_number": (TypeError, "eps", _set(eps="small")),
+    "momentum_none": (TypeError, "momentum", _set(momentum=None)),
+    "axis_float": (TypeError, "axis", _set(axis=1.0)),
     # overlap between an output and an input (other than out is data exactly)
     "out_overlaps_data": (ValueError, "out|data", _overlap("data", "out", 7)),
     "out_overlaps_gamma": (ValueError, "out|gamma", _overlap("out", "gamma", 58)),
@@ -316,3 +320,56 @@ def test_error_does_not_poison_the_next_call(rng):
     case["flags"]["fix_gamma"] = False
     y, mean, invstd = call_forward(case)
     assert np.all(np.isfinite(y))
+
+
+# --- byte order ----------------------------------------------------------------------------
+
+def _byte_swapped(array):
+    """The same values stored in the non-native byte order (e.g. '>f4' on x86)."""
+    return array.astype(array.dtype.newbyteorder())
+
+
+@pytest.mark.parametrize("name", ["data", "gamma", "beta", "moving_mean", "moving_var", "out"])
+def test_forward_non_native_byte_order_is_rejected_or_read_correctly(rng, name):
+    """A '>f4' array on a little-endian machine has a supported kind but not the native
+    layout of its bytes: pybn must either reject it (TypeError naming it, nothing written)
+    or read and write it by value -- never reinterpret its bytes."""
+    from reference import assert_close, forward_reference
+
+    case = forward_case(rng)
+    case["flags"]["fix_gamma"] = False
+    expected = forward_reference(case["data"], case["gamma"], case["beta"], case["moving_mean"],
+                                 case["moving_var"], fix_gamma=False)
+    case[name] = _byte_swapped(case[name])
+    before = [(label, array.copy()) for label, array in arrays_of(case)]
+    try:
+        y, mean, invstd = call_forward(case)
+    except TypeError as error:
+        assert name in str(error)
+        for (label, after), (_, copy) in zip(arrays_of(case), before):
+            assert after.tobytes() == copy.tobytes(), f"{label} changed on error"
+        return
+    assert_close(case["out"], expected["y"], what="out")
+    assert_close(y, expected["y"], what="y")
+    assert_close(mean, expected["mean"], what="mean")
+    assert_close(case["moving_mean"], expected["moving_mean"], what="moving_mean")
+    assert_close(case["moving_var"], expected["moving_var"], what="moving_var")
+
+
+@pytest.mark.parametrize("name", ["dy", "data", "gamma", "mean", "invstd", "dx", "dgamma"])
+def test_backward_non_native_byte_order_is_rejected_or_read_correctly(rng, name):
+    from reference import assert_gradients_close
+
+    case = backward_case(rng)
+    inputs = {key: case[key].copy() for key in ("dy", "data", "gamma", "mean", "invstd")}
+    case[name] = _byte_swapped(case[name])
+    before = [(label, array.copy()) for label, array in arrays_of(case)]
+    try:
+        call_backward(case)
+    except TypeError as error:
+        assert name in str(error)
+        for (label, after), (_, copy) in zip(arrays_of(case), before):
+            assert after.tobytes() == copy.tobytes(), f"{label} changed on error"
+        return
+    assert_gradients_close((case["dx"], case["dgamma"], case["dbeta"]), **inputs,
+                           fix_gamma=False)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import pybn
-from conftest import DTYPE_NAMES, poisoned, resolve_dtype
+from conftest import DTYPE_NAMES, assert_bitwise_equal, poisoned, resolve_dtype
 from reference import assert_close, forward_reference, param_dtype
 
 
@@ -20,7 +20,7 @@ def run_forward(inputs, **flags):
         y, mean, invstd = result
     else:
         y, mean, invstd = result, None, None
-    assert np.shares_memory(y, out), "the result must be written into out="
+    assert y.size == 0 or np.shares_memory(y, out), "the result must be written into out="
     return y, mean, invstd, state
 
 
@@ -38,8 +38,8 @@ def check_forward(inputs, expected, y, mean, invstd, state):
     assert_close(state["moving_var"], expected["moving_var"], what="moving_var")
     assert_close(state["gamma"], expected["gamma"], what="gamma")
     # Inputs the forward only reads stay as they were, bit for bit.
-    np.testing.assert_array_equal(state["data"], data)
-    np.testing.assert_array_equal(state["beta"], inputs["beta"])
+    assert_bitwise_equal(state["data"], data, what="data")
+    assert_bitwise_equal(state["beta"], inputs["beta"], what="beta")
 
 
 @pytest.mark.parametrize("output_mean_var", [False, True])
@@ -287,8 +287,8 @@ def test_no_channels_is_a_no_op(shape, axis, training):
 @pytest.mark.parametrize("axis", [1, -1])
 @pytest.mark.parametrize("dtype_name", DTYPE_NAMES)
 def test_non_finite_value_stays_in_its_channel(make_inputs, dtype_name, axis, bad_value):
-    """A NaN/Inf poisons its own channel's outputs only: the other channels are bit-identical
-    to a run where that channel holds finite values."""
+    """A NaN/Inf poisons its own channel's outputs only: the other channels match the model
+    and are bit-identical to a run where that channel holds finite values."""
     dtype = resolve_dtype(dtype_name)
     shape = (4, 5, 6)
     inputs = make_inputs(shape, axis=axis, dtype=dtype)
@@ -301,19 +301,41 @@ def test_non_finite_value_stays_in_its_channel(make_inputs, dtype_name, axis, ba
     flags = dict(axis=axis, fix_gamma=False, output_mean_var=True)
     y_bad, mean_bad, invstd_bad, state_bad = run_forward(bad, **flags)
     y_good, mean_good, invstd_good, state_good = run_forward(inputs, **flags)
+    expected = forward_reference(**bad, axis=axis, fix_gamma=False)
 
     others = [c for c in range(shape[axis % 3]) if c != bad_channel]
-    np.testing.assert_array_equal(np.take(y_bad, others, axis=axis),
-                                  np.take(y_good, others, axis=axis))
-    for bad_stat, good_stat in [(mean_bad, mean_good), (invstd_bad, invstd_good),
-                                (state_bad["moving_mean"], state_good["moving_mean"]),
-                                (state_bad["moving_var"], state_good["moving_var"])]:
-        np.testing.assert_array_equal(bad_stat[others], good_stat[others])
-    # The bad channel: the statistics are not finite, nor is its y.
-    assert not np.isfinite(mean_bad[bad_channel]) or not np.isfinite(invstd_bad[bad_channel])
-    assert not np.all(np.isfinite(np.take(y_bad, bad_channel, axis=axis).astype(np.float64)))
-    expected = forward_reference(**bad, axis=axis, fix_gamma=False)
-    check_forward(bad, expected, y_bad, mean_bad, invstd_bad, state_bad)
+    assert_bitwise_equal(np.take(y_bad, others, axis=axis), np.take(y_good, others, axis=axis),
+                         what="y of the other channels")
+    assert_close(np.take(y_bad, others, axis=axis), np.take(expected["y"], others, axis=axis))
+    for name, bad_stat, good_stat in [
+            ("mean", mean_bad, mean_good), ("invstd", invstd_bad, invstd_good),
+            ("moving_mean", state_bad["moving_mean"], state_good["moving_mean"]),
+            ("moving_var", state_bad["moving_var"], state_good["moving_var"])]:
+        assert_bitwise_equal(bad_stat[others], good_stat[others], what=name)
+        assert_close(bad_stat[others], expected[name][others], what=name)
+    # The bad channel: var is NaN (x - mean is NaN or inf - inf), hence invstd, the moving
+    # variance and every y of the channel; the mean is NaN or infinite.
+    assert np.isnan(invstd_bad[bad_channel])
+    assert np.isnan(state_bad["moving_var"][bad_channel])
+    assert not np.isfinite(mean_bad[bad_channel])
+    assert not np.isfinite(state_bad["moving_mean"][bad_channel])
+    assert np.all(np.isnan(np.take(y_bad, bad_channel, axis=axis).astype(np.float64)))
+    assert_bitwise_equal(state_bad["data"], bad["data"], what="data")
+
+
+@pytest.mark.parametrize("bad_value", [np.inf, -np.inf])
+@pytest.mark.parametrize("dtype_name", ["float16", "float32", "float64"])
+def test_infinite_value_gives_infinite_mean(make_inputs, dtype_name, bad_value):
+    """SPEC.md: mean = (1/M) * sum(x), which is +-inf when one x is +-inf (as MXNet computes
+    it); the variance, and so invstd and y, are NaN."""
+    inputs = make_inputs((4, 3, 5), dtype=resolve_dtype(dtype_name))
+    inputs["data"][2, 1, 3] = bad_value
+    y, mean, invstd, state = run_forward(inputs, fix_gamma=False, output_mean_var=True)
+    expected = forward_reference(**inputs, fix_gamma=False)
+    assert expected["mean"][1] == bad_value
+    assert mean[1] == bad_value, f"mean of the channel holding {bad_value} is {mean[1]}"
+    assert state["moving_mean"][1] == bad_value
+    check_forward(inputs, expected, y, mean, invstd, state)
 
 
 @pytest.mark.parametrize("dtype_name", DTYPE_NAMES)
@@ -358,10 +380,12 @@ def test_large_mean_accuracy(axis):
     np.testing.assert_allclose(moving_var, expected["moving_var"], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("axis", [1, -1])
 @pytest.mark.parametrize("dtype_name", DTYPE_NAMES)
-def test_bit_identical_between_runs(make_inputs, dtype_name):
-    inputs = make_inputs((16, 8, 33, 17), dtype=resolve_dtype(dtype_name))
-    runs = [run_forward(inputs, fix_gamma=False, output_mean_var=True) for _ in range(2)]
+def test_bit_identical_between_runs(make_inputs, dtype_name, axis):
+    inputs = make_inputs((16, 8, 33, 17), axis=axis, dtype=resolve_dtype(dtype_name))
+    runs = [run_forward(inputs, axis=axis, fix_gamma=False, output_mean_var=True)
+            for _ in range(2)]
     (y1, mean1, invstd1, state1), (y2, mean2, invstd2, state2) = runs
     for first, second in [(y1, y2), (mean1, mean2), (invstd1, invstd2),
                           (state1["moving_mean"], state2["moving_mean"]),
@@ -377,7 +401,7 @@ def test_float16_values_that_overflow_in_float16_accumulation(shape, axis):
     dtype = np.float16
     channels = shape[axis]
     big_shape = list(shape)
-    big_shape[0] *= 64
+    big_shape[1 if axis % len(shape) == 0 else 0] *= 64  # many items, same channels
     data = (rng.uniform(1000, 2000, big_shape)).astype(dtype)
     gamma = np.ones(channels, np.float32)
     beta = np.zeros(channels, np.float32)

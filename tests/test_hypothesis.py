@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import pybn
-from reference import assert_close, assert_gradients_close, forward_reference
+from reference import assert_close, assert_gradients_close, forward_reference, param_dtype
 
 hypothesis = pytest.importorskip("hypothesis", reason="the property tests need hypothesis")
 from hypothesis import given, settings, strategies as st  # noqa: E402
@@ -26,7 +26,7 @@ def cases(draw):
         eps=draw(st.sampled_from([0.0, 1e-5, 1e-3, 0.1])),
         momentum=draw(st.sampled_from([0.0, 0.1, 0.9, 1.0])),
     )
-    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    dtype = draw(st.sampled_from([np.float16, np.float32, np.float64]))
     seed = draw(st.integers(0, 2 ** 32 - 1))
     return shape, axis, permutation, steps, flags, dtype, seed
 
@@ -55,10 +55,11 @@ def test_matches_reference(case):
     data = strided_view(rng, shape, permutation, steps, dtype, rng.uniform(-5, 5),
                         rng.uniform(0.1, 3))
     dy = strided_view(rng, shape, permutation, steps, dtype, 0.0, 1.0)
-    gamma = rng.uniform(0.5, 1.5, channels).astype(dtype)
-    beta = rng.uniform(-1, 1, channels).astype(dtype)
-    moving_mean = rng.uniform(-1, 1, channels).astype(dtype)
-    moving_var = rng.uniform(0.1, 2, channels).astype(dtype)
+    pdtype = param_dtype(dtype)
+    gamma = rng.uniform(0.5, 1.5, channels).astype(pdtype)
+    beta = rng.uniform(-1, 1, channels).astype(pdtype)
+    moving_mean = rng.uniform(-1, 1, channels).astype(pdtype)
+    moving_var = rng.uniform(0.1, 2, channels).astype(pdtype)
     expected = forward_reference(data, gamma, beta, moving_mean, moving_var, axis=axis,
                                  **flags)
 

@@ -265,3 +265,25 @@ def test_strided_parameters_and_statistics(rng, view, dtype_name):
     dx, dgamma, dbeta = pybn.batch_norm_backward(dy, data, gamma_view, mean_view, invstd_view,
                                                  fix_gamma=False)
     assert_gradients_close((dx, dgamma, dbeta), dy, data, gamma, mean, invstd, fix_gamma=False)
+
+
+@pytest.mark.parametrize("dtype_name", ["float16", "float32", "float64"])
+@pytest.mark.parametrize("shape,axis", [
+    ((257, 1031), -1),        # many channels, channel axis innermost
+    ((3, 1031, 5), 1),        # many channels, short inner runs
+    ((1, 1, 200003), 1),      # one channel, one long run
+    ((200003, 1), 1),         # one channel, stride-1 items with C == 1 last
+    ((7, 2, 3001), 1),        # two channels, odd lengths (SIMD tails)
+])
+def test_extreme_channel_counts(rng, shape, axis, dtype_name):
+    """Shapes that stress the work split (threads over channels or over items) and the
+    vector-loop tails."""
+    dtype = resolve_dtype(dtype_name)
+    channels = shape[axis]
+    data = rng.normal(2.0, 1.5, shape).astype(dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    params = params_for(rng, channels, dtype)
+    out = poisoned(shape, dtype)
+    dx = poisoned(shape, dtype)
+    result = forward_and_backward(data, params, dy, axis=axis, out=out, dx=dx)
+    check_against_reference(result, data, params, dy, axis=axis)

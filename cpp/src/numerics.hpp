@@ -28,6 +28,11 @@ struct Moments {
     Moments m;
     if (count <= 0.0) return m;
     m.count = count;
+    if (!std::isfinite(pivot)) {  // an inf in the chunk: the mean is that inf (or NaN), var NaN
+      m.mean = pivot;
+      m.m2 = NAN;
+      return m;
+    }
     const double offset = s1 / count;
     m.mean = pivot + offset;
     m.m2 = s2 - s1 * offset;
@@ -39,6 +44,12 @@ struct Moments {
     if (other.count == 0.0) return;
     if (count == 0.0) { *this = other; return; }
     const double total = count + other.count;
+    if (!std::isfinite(mean) || !std::isfinite(other.mean)) {  // inf + inf = inf, inf - inf = NaN
+      mean += other.mean;
+      m2 = NAN;
+      count = total;
+      return;
+    }
     const double delta = other.mean - mean;
     const double weight = other.count / total;
     mean += delta * weight;
@@ -66,20 +77,22 @@ PYBN_HD inline double moving_average(double moving, double batch, double momentu
   return moving * momentum + batch * (1.0 - momentum);
 }
 
-// y = (x - mean) * scale + shift with scale = invstd * g and shift = beta. The mean is not
-// folded into the shift (PyTorch does, and loses ~1e-3 at |mean| = 5e4 * std in float32);
-// for float32 compute it is carried as mean_hi + mean_lo so the subtraction stays exact.
+// y = (x - mean_hi) * scale + shift, with scale = invstd * g and shift = beta - mean_lo * scale.
+// The mean is carried as mean_hi + mean_lo (mean_hi in the compute type). x - mean_hi stays
+// an explicit, exact subtraction; only the tiny mean_lo * scale term joins the shift. Folding
+// the whole mean into the shift (as PyTorch does) loses ~1e-3 at |mean| = 5e4 * std in float32.
 template <class CT>
 struct NormCoeffs {
-  CT mean_hi, mean_lo, scale, shift;
+  CT mean_hi, scale, shift;
 };
 
-// dx = dy * a + (x - mean) * b + c  (SPEC "Backward"):
-//   batch statistics:  a = invstd * g, b = -invstd^3 * g * dot / M, c = -invstd * g * sum_dy / M
-//   global statistics: a = invstd * g, b = c = 0
+// dx = dy * a + (x - mean_hi) * b + c  (SPEC "Backward"), with mean_lo folded into c:
+//   batch statistics:  a = invstd * g, b = -invstd^3 * g * dot / M,
+//                      c = -invstd * g * sum_dy / M - mean_lo * b
+//   global statistics: a = invstd * g, b = c = 0 (x is not read)
 template <class CT>
 struct GradCoeffs {
-  CT mean_hi, mean_lo, a, b, c;
+  CT mean_hi, a, b, c;
 };
 
 struct GradSums {
@@ -91,15 +104,17 @@ struct GradSums {
 template <class CT>
 PYBN_HD inline void split_mean(double mean, CT &hi, CT &lo) {
   hi = static_cast<CT>(mean);
-  lo = static_cast<CT>(mean - static_cast<double>(hi));
+  lo = std::isfinite(mean) ? static_cast<CT>(mean - static_cast<double>(hi)) : CT(0);
 }
 
 template <class CT>
 PYBN_HD inline NormCoeffs<CT> norm_coeffs(double mean, double invstd, double g, double beta) {
   NormCoeffs<CT> k;
-  split_mean(mean, k.mean_hi, k.mean_lo);
-  k.scale = static_cast<CT>(invstd * g);
-  k.shift = static_cast<CT>(beta);
+  CT mean_lo;
+  split_mean(mean, k.mean_hi, mean_lo);
+  const double scale = invstd * g;
+  k.scale = static_cast<CT>(scale);
+  k.shift = static_cast<CT>(beta - double(mean_lo) * scale);
   return k;
 }
 
@@ -107,13 +122,15 @@ template <class CT>
 PYBN_HD inline GradCoeffs<CT> grad_coeffs(double mean, double invstd, double g,
                                           const GradSums &sums, double count, bool batch_stats) {
   GradCoeffs<CT> k;
-  split_mean(mean, k.mean_hi, k.mean_lo);
+  CT mean_lo;
+  split_mean(mean, k.mean_hi, mean_lo);
   const double a = invstd * g;
   k.a = static_cast<CT>(a);
   if (batch_stats && count > 0) {
     const double inv_count = 1.0 / count;
-    k.b = static_cast<CT>(-a * invstd * invstd * sums.dot * inv_count);
-    k.c = static_cast<CT>(-a * sums.sum_dy * inv_count);
+    const double b = -a * invstd * invstd * sums.dot * inv_count;
+    k.b = static_cast<CT>(b);
+    k.c = static_cast<CT>(-a * sums.sum_dy * inv_count - double(mean_lo) * b);
   } else {
     k.b = CT(0);
     k.c = CT(0);

@@ -78,6 +78,8 @@ Backend select_backend(const pybn_params *params, const pybn_tensor *data);
 void cpu_forward(const ForwardPlan &plan);
 void cpu_backward(const BackwardPlan &plan);
 const char *cpu_isa_name();
+// Streaming (non-temporal) stores for large outputs: on unless PYBN_CPU_STREAM_STORES=0.
+bool cpu_stream_stores_enabled();
 int cpu_num_threads();
 
 }  // namespace pybn

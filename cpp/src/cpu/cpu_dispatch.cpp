@@ -60,6 +60,14 @@ void cpu_forward(const ForwardPlan &plan) { kernels().forward(plan); }
 void cpu_backward(const BackwardPlan &plan) { kernels().backward(plan); }
 const char *cpu_isa_name() { return kernels().name; }
 
+bool cpu_stream_stores_enabled() {
+  static const bool enabled = [] {
+    const char *setting = std::getenv("PYBN_CPU_STREAM_STORES");
+    return !(setting && std::strcmp(setting, "0") == 0);
+  }();
+  return enabled;
+}
+
 int cpu_num_threads() {
 #ifdef _OPENMP
   return omp_get_max_threads();
