@@ -1,0 +1,110 @@
+"""Every CPU SIMD build (baseline, AVX2, AVX-512) against the float64 model.
+
+The kernel build is chosen once per process (PYBN_CPU_ISA caps it), so each build runs in a
+subprocess that saves its results; this process checks them against tests/reference.py.
+Shapes cover both kernel families (channel-major and channel-last), chunk splits, slab
+tails and streaming-store sizes.
+"""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import pybn
+from conftest import random_inputs
+from reference import assert_close, backward_reference, forward_reference
+
+CASES = [
+    # (shape, axis, dtype)
+    ((4, 6, 7, 7), 1, "float32"),          # channel-major, short runs
+    ((3, 5, 41), -1, "float32"),           # channel-last, C not a multiple of the slab
+    ((2, 3, 200, 250), 1, "float32"),      # few channels: chunks split across threads, streaming
+    ((8, 50, 50, 64), -1, "float32"),      # channel-last, several row chunks, streaming
+    ((4, 6, 7, 7), 1, "float16"),
+    ((5, 9, 33), -1, "float16"),
+    ((4, 6, 7, 7), 1, "float64"),
+    ((6, 37), 1, "float64"),
+]
+
+WORKER = r"""
+import sys, numpy as np, pybn
+sys.path.insert(0, sys.argv[2])
+from conftest import random_inputs
+from test_isa import CASES
+results = {"isa": np.array(pybn.info()["cpu_isa"])}
+for index, (shape, axis, dtype) in enumerate(CASES):
+    inputs = random_inputs(np.random.default_rng(index), shape, axis=axis, dtype=dtype)
+    dy = np.random.default_rng(100 + index).standard_normal(shape).astype(dtype)
+    y, mean, invstd = pybn.batch_norm(inputs["data"], inputs["gamma"], inputs["beta"],
+                                      inputs["moving_mean"], inputs["moving_var"], axis=axis,
+                                      fix_gamma=False, output_mean_var=True)
+    dx, dgamma, dbeta = pybn.batch_norm_backward(dy, inputs["data"], inputs["gamma"], mean, invstd,
+                                                 axis=axis, fix_gamma=False)
+    for name, value in dict(y=y, mean=mean, invstd=invstd, dx=dx, dgamma=dgamma, dbeta=dbeta).items():
+        results[f"{index}_{name}"] = value
+np.savez(sys.argv[1], **results)
+"""
+
+
+def run_build(isa, path):
+    here = os.path.dirname(os.path.abspath(__file__))
+    env = dict(os.environ, PYBN_CPU_ISA=isa)
+    subprocess.run([sys.executable, "-c", WORKER, str(path), here], env=env, check=True, cwd=str(path.parent))
+    return np.load(path)
+
+
+@pytest.mark.parametrize("isa", ["baseline", "avx2", "avx512"])
+def test_simd_build_matches_reference(isa, tmp_path):
+    results = run_build(isa, tmp_path / f"{isa}.npz")
+    ran = str(results["isa"])
+    if ran != isa:
+        pytest.skip(f"this processor cannot run the {isa} build (it ran {ran})")
+    for index, (shape, axis, dtype) in enumerate(CASES):
+        inputs = random_inputs(np.random.default_rng(index), shape, axis=axis, dtype=dtype)
+        dy = np.random.default_rng(100 + index).standard_normal(shape).astype(dtype)
+        expected = forward_reference(**inputs, fix_gamma=False, axis=axis)
+        what = f"{isa} {shape} axis {axis} {dtype}"
+        assert_close(results[f"{index}_y"], expected["y"], what=f"y, {what}")
+        assert_close(results[f"{index}_mean"], expected["mean"], what=f"mean, {what}")
+        assert_close(results[f"{index}_invstd"], expected["invstd"], what=f"invstd, {what}")
+        dx, dgamma, dbeta = backward_reference(dy, inputs["data"], inputs["gamma"], results[f"{index}_mean"],
+                                               results[f"{index}_invstd"], fix_gamma=False, axis=axis)
+        scale = np.abs(dx).max() * 10 + np.abs(dy.astype(np.float64)).max()
+        assert_close(results[f"{index}_dx"], dx, scale=scale, what=f"dx, {what}")
+        assert_close(results[f"{index}_dgamma"], dgamma, scale=np.abs(dgamma).max() * 10 + 1, what=f"dgamma, {what}")
+        assert_close(results[f"{index}_dbeta"], dbeta, scale=np.abs(dbeta).max() * 10 + 1, what=f"dbeta, {what}")
+
+
+def test_builds_agree_with_each_other(tmp_path):
+    """All builds give the same numbers up to rounding (FMA contraction may differ)."""
+    runs = {isa: run_build(isa, tmp_path / f"{isa}.npz") for isa in ("baseline", "avx2", "avx512")}
+    ran = {isa: str(r["isa"]) for isa, r in runs.items()}
+    distinct = {ran[isa]: runs[isa] for isa in runs}
+    if len(distinct) < 2:
+        pytest.skip(f"only one SIMD build can run here ({sorted(distinct)})")
+    names = [k for k in runs["baseline"].files if k != "isa"]
+    first, *others = distinct.values()
+    for other in others:
+        for name in names:
+            a, b = first[name].astype(np.float64), other[name].astype(np.float64)
+            scale = max(np.abs(a).max(), 1e-30)
+            dtype = CASES[int(name.split("_")[0])][2]
+            rtol = {"float16": 4e-3, "float32": 2e-5, "float64": 1e-12}[dtype]
+            np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * scale, err_msg=name)
+
+
+def test_thread_count_does_not_change_results(tmp_path):
+    """Chunks and their merge order depend only on the shape: 1 and 2 threads agree bit for bit."""
+    outputs = []
+    for threads in ("1", "2"):
+        env = dict(os.environ, OMP_NUM_THREADS=threads)
+        path = tmp_path / f"t{threads}.npz"
+        here = os.path.dirname(os.path.abspath(__file__))
+        subprocess.run([sys.executable, "-c", WORKER, str(path), here], env=env, check=True, cwd=str(tmp_path))
+        outputs.append(np.load(path))
+    for name in outputs[0].files:
+        if name != "isa":
+            assert outputs[0][name].tobytes() == outputs[1][name].tobytes(), name
+    assert pybn.info()["omp_threads"] >= 1
