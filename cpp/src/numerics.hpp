@@ -95,10 +95,13 @@ struct GradCoeffs {
   CT mean_hi, a, b, c;
 };
 
+// Backward sums. The kernels sum (x - mean_hi) * dy; the mean_lo part is taken out once per
+// channel by with_mean_lo(), since sum((x - hi - lo) * dy) = sum((x - hi) * dy) - lo * sum(dy).
 struct GradSums {
   double sum_dy = 0.0;  // sum(dy)
   double dot = 0.0;     // sum((x - mean) * dy)
   PYBN_HD void merge(const GradSums &other) { sum_dy += other.sum_dy; dot += other.dot; }
+  PYBN_HD GradSums with_mean_lo(double mean_lo) const { return {sum_dy, dot - mean_lo * sum_dy}; }
 };
 
 template <class CT>
