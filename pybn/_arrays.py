@@ -104,10 +104,18 @@ def dense_input(arr, like=None):
     return array_module(arr).ascontiguousarray(arr)
 
 
+_DTYPE_FIELDS = {}  # dtype -> (DLPack code, bits); dtype.name is slow to compute per call
+
+
 def _dtype_fields(dtype):
-    if dtype.name == "bfloat16":
-        return _DLPACK_BFLOAT, 16
-    return _DLPACK_CODES.get(dtype.kind, _UNKNOWN_CODE), dtype.itemsize * 8
+    fields = _DTYPE_FIELDS.get(dtype)
+    if fields is None:
+        if dtype.name == "bfloat16":
+            fields = (_DLPACK_BFLOAT, 16)
+        else:
+            fields = (_DLPACK_CODES.get(dtype.kind, _UNKNOWN_CODE), dtype.itemsize * 8)
+        _DTYPE_FIELDS[dtype] = fields
+    return fields
 
 
 def spec(arr):
@@ -117,16 +125,15 @@ def spec(arr):
     code, bits = _dtype_fields(arr.dtype)
     itemsize = arr.itemsize
     if is_device_array(arr):
-        interface = arr.__cuda_array_interface__
-        address = interface["data"][0]
+        address = arr.__cuda_array_interface__["data"][0]
         device_type, device_id = DEVICE_CUDA, int(arr.device.id)
     else:
         address = arr.__array_interface__["data"][0]
         device_type, device_id = DEVICE_CPU, 0
     # A stride that is not a whole number of elements cannot be described; dense_input has
-    # copied such inputs, and for outputs the rounded stride makes the C check reject them.
-    strides = tuple(s // itemsize if s % itemsize == 0 else 0 for s in arr.strides)
-    return (address, device_type, device_id, code, bits, tuple(arr.shape), strides)
+    # copied such inputs, and for outputs the stride 0 it gets here makes the C check reject them.
+    strides = tuple([s // itemsize if s % itemsize == 0 else 0 for s in arr.strides])
+    return (address, device_type, device_id, code, bits, arr.shape, strides)
 
 
 def current_stream(arr) -> int:
