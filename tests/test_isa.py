@@ -26,6 +26,11 @@ CASES = [
     ((5, 9, 33), -1, "float16"),
     ((4, 6, 7, 7), 1, "float64"),
     ((6, 37), 1, "float64"),
+    # from here on large enough (>= 2M elements) for two threads:
+    ((4, 3, 512, 512), 1, "float32"),      # long runs, few channels: chunks spread over threads
+    ((16, 64, 64, 32), -1, "float32"),     # channel-last, row groups spread over threads
+    ((512, 100, 7, 7), 1, "float32"),      # short inner, 3 channel blocks: fused on 1 thread,
+                                           # row groups spread over threads on 2
 ]
 
 WORKER = r"""
