@@ -18,25 +18,55 @@ namespace pybn {
 // whatever the offset |mean| / std (no E[x^2] - E[x]^2 in working precision). Chunks merge
 // with Chan's formula in float64, always in chunk order, so results do not depend on the
 // thread count.
+// The two steps of the moments, written once and shared by every kernel layout (the
+// per-channel Moments below and the struct-of-arrays loops of the row-layout kernels).
+// Chunks of one reduction have the same count for every channel, so the reciprocal and the
+// merge weight are computed once per chunk, not once per channel.
+
+// mean and M2 from a chunk's pivot and s1 = sum(x - pivot), s2 = sum((x - pivot)^2).
+PYBN_HD inline void centered_to_moments(double inv_count, double pivot, double s1, double s2, double &mean,
+                                        double &m2) {
+  if (!std::isfinite(pivot)) {  // an inf in the chunk: the mean is that inf (or NaN), var NaN
+    mean = pivot;
+    m2 = NAN;
+    return;
+  }
+  const double offset = s1 * inv_count;
+  mean = pivot + offset;
+  m2 = s2 - s1 * offset;
+  if (m2 < 0.0) m2 = 0.0;  // rounding only; a NaN passes through unchanged
+}
+
+// Chan's merge of (count_b, mean_b, m2_b) into (count_a, mean_a, m2_a), both counts > 0,
+// weight = count_b / (count_a + count_b).
+PYBN_HD inline void chan_merge(double count_a, double weight, double &mean_a, double &m2_a, double mean_b,
+                               double m2_b) {
+  if (!(std::isfinite(mean_a) && std::isfinite(mean_b))) {  // inf + inf = inf, inf - inf = NaN
+    mean_a += mean_b;
+    m2_a = NAN;
+    return;
+  }
+  const double delta = mean_b - mean_a;
+  mean_a += delta * weight;
+  m2_a += m2_b + delta * delta * count_a * weight;
+}
+
+// Count, mean and sum of squared deviations (M2) of one chunk of a channel, or of several
+// chunks merged. A chunk's moments come from two passes over the chunk while it is in cache
+// (its mean, then the corrected sums of deviations from that mean), which stays accurate
+// whatever the offset |mean| / std (no E[x^2] - E[x]^2 in working precision). Chunks merge
+// with Chan's formula in float64, always in chunk order, so results do not depend on the
+// thread count.
 struct Moments {
   double count = 0.0;
   double mean = 0.0;
   double m2 = 0.0;
 
-  // From a chunk's pivot (its provisional mean) and s1 = sum(x - pivot), s2 = sum((x - pivot)^2).
   PYBN_HD static Moments from_centered_sums(double count, double pivot, double s1, double s2) {
     Moments m;
     if (count <= 0.0) return m;
     m.count = count;
-    if (!std::isfinite(pivot)) {  // an inf in the chunk: the mean is that inf (or NaN), var NaN
-      m.mean = pivot;
-      m.m2 = NAN;
-      return m;
-    }
-    const double offset = s1 / count;
-    m.mean = pivot + offset;
-    m.m2 = s2 - s1 * offset;
-    if (m.m2 < 0.0) m.m2 = 0.0;  // rounding only; a NaN passes through unchanged
+    centered_to_moments(1.0 / count, pivot, s1, s2, m.mean, m.m2);
     return m;
   }
 
@@ -44,16 +74,7 @@ struct Moments {
     if (other.count == 0.0) return;
     if (count == 0.0) { *this = other; return; }
     const double total = count + other.count;
-    if (!std::isfinite(mean) || !std::isfinite(other.mean)) {  // inf + inf = inf, inf - inf = NaN
-      mean += other.mean;
-      m2 = NAN;
-      count = total;
-      return;
-    }
-    const double delta = other.mean - mean;
-    const double weight = other.count / total;
-    mean += delta * weight;
-    m2 += other.m2 + delta * delta * count * weight;
+    chan_merge(count, other.count / total, mean, m2, other.mean, other.m2);
     count = total;
   }
 };
