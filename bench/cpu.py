@@ -666,6 +666,9 @@ def parse_args(argv):
                    help="statistic of the samples used in the table, ratios and targets "
                         "(default median; min is steadier on a noisy VM)")
     p.add_argument("--json", metavar="PATH", help="write all raw numbers and machine facts here")
+    p.add_argument("--from-json", metavar="PATH",
+                   help="measure nothing: print the table of a saved --json run "
+                        "(with this --stat, --ops, --variants)")
     p.add_argument("--mxnet-worker", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     a.shapes = [s for s in a.shapes.split(",") if s]
@@ -695,6 +698,8 @@ def main(argv=None):
     if args.mxnet_worker:
         mxnet_worker()
         return 0
+    if args.from_json:
+        return reprint(args)
     if args.threads:
         os.environ["OMP_NUM_THREADS"] = str(args.threads)
 
@@ -807,33 +812,13 @@ def main(argv=None):
             f"{k[6:]} {v['median_ms']:.3f}" for k, v in res.items()
             if k.startswith("floor/") and "median_ms" in v))
 
-        inner_is_one = layout != "nchw"
-        for op in args.ops:
-            kinds, factor, tlabel = targets_for(op, inner_is_one)
-            parts = [best_floor(res, k, args.stat) for k in kinds]
-            floor_ms = None if any(p[0] is None for p in parts) else sum(p[0] for p in parts)
-            floor_name = "+".join(p[1][6:] for p in parts if p[1])
-            for var in args.variants:
-                def med(impl):
-                    return res.get(f"{impl}/{op}/{var}", {}).get(args.stat + "_ms")
-                p_ms, t_ms, m_ms = med("pybn"), med("torch"), med("mxnet")
-                p_min = res.get(f"pybn/{op}/{var}", {}).get("min_ms")
-                ratio = p_ms / floor_ms if p_ms and floor_ms else None
-                speedup = t_ms / p_ms if p_ms and t_ms else None
-                row = {"case": f"{op}/{var}", "shape_name": sname, "shape": list(shape),
-                       "dtype": dtype, "layout": layout, "pybn_ms": p_ms, "pybn_min_ms": p_min,
-                       "torch_ms": t_ms, "mxnet_ms": m_ms, "floor": floor_name,
-                       "floor_ms": floor_ms, "ratio": ratio, "target": tlabel,
-                       "target_factor": factor, "speedup_vs_torch": speedup}
-                row["met"] = None if ratio is None else bool(ratio <= factor)
-                if op == "fwd_train" and layout == "nchw":
-                    row["speedup_target"] = 3.0
-                    row["speedup_met"] = None if speedup is None else bool(speedup >= 3.0)
-                rows.append(row)
-                log(f"  {op}/{var}: pybn {ms(p_ms)} ms (min {ms(p_min)}), torch {ms(t_ms)}, "
-                    f"mxnet {ms(m_ms)}, floor {floor_name} {ms(floor_ms)}"
-                    + (f", pybn/floor {ratio:.2f} vs {tlabel}: "
-                       f"{'met' if row['met'] else 'MISSED'}" if ratio is not None else ""))
+        for row in group_rows(group, args.ops, args.variants, args.stat):
+            rows.append(row)
+            log(f"  {row['case']}: pybn {ms(row['pybn_ms'])} ms (min {ms(row['pybn_min_ms'])}), "
+                f"torch {ms(row['torch_ms'])}, mxnet {ms(row['mxnet_ms'])}, "
+                f"floor {row['floor']} {ms(row['floor_ms'])}"
+                + (f", pybn/floor {row['ratio']:.2f} vs {row['target']}: "
+                   f"{'met' if row['met'] else 'MISSED'}" if row["ratio"] is not None else ""))
         groups.append(group)
         floors.close()
         if mxnet is not None and "mxnet" not in group["errors"]:
@@ -857,6 +842,35 @@ def main(argv=None):
                 "groups": groups, "rows": rows}, f, indent=1)
         log(f"wrote {args.json}")
     return 0
+
+
+def group_rows(group, ops, variants, stat):
+    """Table rows (one per op/variant) of one measured group."""
+    res, layout = group["results"], group["layout"]
+    rows = []
+    for op in ops:
+        kinds, factor, tlabel = targets_for(op, layout != "nchw")
+        parts = [best_floor(res, k, stat) for k in kinds]
+        floor_ms = None if any(p[0] is None for p in parts) else sum(p[0] for p in parts)
+        floor_name = "+".join(p[1][6:] for p in parts if p[1])
+        for var in variants:
+            def get(impl, key=stat + "_ms"):
+                return res.get(f"{impl}/{op}/{var}", {}).get(key)
+            p_ms, t_ms, m_ms = get("pybn"), get("torch"), get("mxnet")
+            ratio = p_ms / floor_ms if p_ms and floor_ms else None
+            speedup = t_ms / p_ms if p_ms and t_ms else None
+            row = {"case": f"{op}/{var}", "shape_name": group["shape_name"],
+                   "shape": group["shape"], "dtype": group["dtype"], "layout": layout,
+                   "pybn_ms": p_ms, "pybn_min_ms": get("pybn", "min_ms"),
+                   "torch_ms": t_ms, "mxnet_ms": m_ms, "floor": floor_name,
+                   "floor_ms": floor_ms, "ratio": ratio, "target": tlabel,
+                   "target_factor": factor, "speedup_vs_torch": speedup,
+                   "met": None if ratio is None else bool(ratio <= factor)}
+            if op == "fwd_train" and layout == "nchw":
+                row["speedup_target"] = 3.0
+                row["speedup_met"] = None if speedup is None else bool(speedup >= 3.0)
+            rows.append(row)
+    return rows
 
 
 def check_group(group, cases, mxnet, phys, label):
@@ -898,11 +912,23 @@ def check_group(group, cases, mxnet, phys, label):
                                                "input_strides": list(cases["pybn"].x.strides)}
 
 
+def reprint(args):
+    with open(args.from_json) as f:
+        saved = json.load(f)
+    args.repeats = saved["config"]["repeats"]
+    groups = [g for g in saved["groups"]
+              if g["shape_name"] in args.shapes and g["dtype"] in args.dtypes]
+    rows = [r for g in groups for r in group_rows(g, args.ops, args.variants, args.stat)]
+    print_table(rows, saved["machine"], args)
+    print_checks(groups)
+    return 0
+
+
 def print_table(rows, facts, args):
     print(f"\npybn CPU benchmark: {facts['cpu_model']}, {facts['cpu_count']} cpus, "
           f"{facts['threads']} threads; {args.stat} of {args.repeats} rounds, ms per call")
     head = ["case", "shape", "dtype", "layout", "pybn ms", "pybn min", "torch ms", "mxnet ms",
-            "floor", "floor ms", "pybn/floor", "target", "", "torch/pybn", ""]
+            "floor", "floor ms", "pybn/floor", "target", "status", "torch/pybn", "3x goal"]
     lines = []
     for r in rows:
         sp = r.get("speedup_met")
@@ -913,8 +939,8 @@ def print_table(rows, facts, args):
             "-" if r["ratio"] is None else f"{r['ratio']:.2f}",
             r["target"], "-" if r["met"] is None else ("met" if r["met"] else "MISSED"),
             "-" if r["speedup_vs_torch"] is None else f"{r['speedup_vs_torch']:.2f}x",
-            "" if "speedup_target" not in r else
-            ("(>=3x: -)" if sp is None else f"(>=3x: {'met' if sp else 'MISSED'})"),
+            "" if "speedup_target" not in r else ("-" if sp is None else
+                                                  ("met" if sp else "MISSED")),
         ])
     widths = [max(len(str(x)) for x in col) for col in zip(head, *lines)]
     fmt = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
