@@ -5,13 +5,13 @@ Every peer that is installed runs on the same bytes as pybn, with the same threa
 count, interleaved round by round with pybn and with the memory floors measured in
 this process, so that clock drift and noisy neighbours hit everyone alike.
 
-    python bench/cpu.py                    # full matrix (a few minutes on 2 cores)
+    python bench/cpu.py                    # full matrix (~13 min on 2 cores with MXNet)
     python bench/cpu.py --quick            # small shapes, few repeats: a smoke run
     python bench/cpu.py --shapes nchw,nhwc --dtypes float32 --json out.json
 
-Run it from outside the source tree (e.g. from /tmp), so that ``import pybn`` finds the
-installed package rather than the uncompiled ``pybn/`` folder. See bench/README.md for
-what each column means and how the floors are measured.
+pybn must be installed (``python bench/cpu.py`` puts bench/, not the current folder, on
+sys.path first, so the uncompiled pybn/ source folder does not shadow it). See
+bench/README.md for what each column means and how the floors are measured.
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
 """pytest set-up for pybn's Python tests.
 
-The tests exercise the *installed* pybn (``pip install .``), never the source folder: the
-source ``pybn/`` has no compiled extension, so when the repository root is on ``sys.path``
-(``python -m pytest`` run from it) it is taken off again here, unless an in-place build put the
-extension there.
+The tests exercise the *installed* pybn (``pip install .``). The package source lives under
+``src/``, so nothing in the repository root can shadow the installed package.
 """
 
 import os
@@ -14,20 +12,7 @@ import numpy as np
 import pytest
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
-REPO_ROOT = os.path.dirname(TESTS_DIR)
 
-
-def _source_tree_has_extension():
-    source_package = os.path.join(REPO_ROOT, "pybn")
-    if not os.path.isdir(source_package):
-        return False
-    return any(name.startswith("_core") and name.endswith((".so", ".pyd"))
-               for name in os.listdir(source_package))
-
-
-if not _source_tree_has_extension():
-    sys.path[:] = [entry for entry in sys.path
-                   if os.path.abspath(entry or os.curdir) != REPO_ROOT]
 # reference.py sits next to the tests, whatever pytest's import mode.
 if TESTS_DIR not in sys.path:
     sys.path.insert(0, TESTS_DIR)
