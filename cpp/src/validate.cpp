@@ -301,6 +301,26 @@ Backend choose_backend(const pybn_params *params, const Tensor &data) {
   fail_value("data is on an unsupported " + device_string(dev));
 }
 
+// What both directions need to know about data: dtype, (outer, C, inner) view, and whether
+// batch statistics are used (which needs at least one item per channel).
+struct DataFacts {
+  DType dtype;
+  View view;
+  bool batch_stats;
+};
+
+DataFacts data_facts(const pybn_params *params, const Tensor &data) {
+  DataFacts facts;
+  facts.dtype = data_dtype(data);
+  const int axis = resolve_axis(params, data);
+  facts.view = data_view(data, axis);
+  facts.batch_stats = params->training && !params->use_global_stats;
+  if (facts.batch_stats && data.shape[axis] > 0 && facts.view.items_per_channel() == 0)
+    fail_value("data has no items per channel (M == 0): training needs at least one; data shape " +
+               shape_string(data.shape.data(), data.ndim));
+  return facts;
+}
+
 }  // namespace
 
 Backend select_backend(const pybn_params *params, const pybn_tensor *data_raw) {
@@ -326,14 +346,11 @@ ForwardPlan plan_forward(const pybn_params *params, const pybn_tensor *data_raw,
     fail_value("output_mean_var is set but the mean or invstd output is NULL");
 
   ForwardPlan plan;
-  plan.dtype = data_dtype(data);
-  const int axis = resolve_axis(params, data);
-  const int64_t C = data.shape[axis];
-  plan.batch_stats = params->training && !params->use_global_stats;
-  plan.view = data_view(data, axis);
-  if (plan.batch_stats && C > 0 && plan.view.items_per_channel() == 0)
-    fail_value("data has no items per channel (M == 0): training needs at least one; data shape " +
-               shape_string(data.shape.data(), data.ndim));
+  const DataFacts facts = data_facts(params, data);
+  const int64_t C = facts.view.channels;
+  plan.dtype = facts.dtype;
+  plan.view = facts.view;
+  plan.batch_stats = facts.batch_stats;
 
   plan.gamma = stat_vector(gamma, C, plan.dtype, data);
   plan.beta = stat_vector(beta, C, plan.dtype, data);
@@ -377,14 +394,11 @@ BackwardPlan plan_backward(const pybn_params *params, const pybn_tensor *dy_raw,
   const Tensor dgamma = want_dgamma ? required(dgamma_raw, "dgamma") : Tensor{};
   const Tensor dbeta = want_dbeta ? required(dbeta_raw, "dbeta") : Tensor{};
 
-  plan.dtype = data_dtype(data);
-  const int axis = resolve_axis(params, data);
-  const int64_t C = data.shape[axis];
-  plan.batch_stats = params->training && !params->use_global_stats;
-  plan.view = data_view(data, axis);
-  if (plan.batch_stats && C > 0 && plan.view.items_per_channel() == 0)
-    fail_value("data has no items per channel (M == 0): training needs at least one; data shape " +
-               shape_string(data.shape.data(), data.ndim));
+  const DataFacts facts = data_facts(params, data);
+  const int64_t C = facts.view.channels;
+  plan.dtype = facts.dtype;
+  plan.view = facts.view;
+  plan.batch_stats = facts.batch_stats;
   require_like_data(dy, data, plan.dtype, "read");
   plan.gamma = stat_vector(gamma, C, plan.dtype, data);
   plan.mean = stat_vector(mean, C, plan.dtype, data);
