@@ -99,12 +99,20 @@ def as_words(a):
 # --------------------------------------------------------------------------------------
 # Memory floors: the same bytes, moved by the fastest plain NumPy ops found on the dev
 # machine. NumPy is single-threaded, so each floor is also run split over `threads` chunks
-# (NumPy releases the GIL in these loops); the target floor is the faster of the two.
-#   copy: np.copyto (memcpy)                 read S + write S
-#   read: np.maximum.reduce over uint32 view read S (fastest read-only op measured: it beat
-#         float max/min, add.reduce and bitwise_or.reduce)
-#   add : np.add over int32 views            read 2S + write S (integer view, so float16's
-#         slow NumPy arithmetic does not inflate the floor; traffic is the same)
+# (NumPy releases the GIL in these loops); the target floor is the fastest variant.
+#   copy    : np.copyto (memcpy). The script re-executes itself with glibc's
+#             x86_non_temporal_threshold at NT_THRESHOLD, so memcpy of a chunk that large
+#             uses non-temporal (streaming) stores, as a BN kernel may: read S + write S,
+#             no read-for-ownership of the output.
+#   copy_rfo: memcpy in pieces below that threshold: ordinary stores (the output's lines
+#             are read first), faster than streaming while the data fits in cache.
+#   read    : np.maximum.reduce over a uint32 view: read S (the fastest read-only op
+#             measured: it beat float max/min, add.reduce and bitwise_or.reduce).
+#   add     : np.add over int32 views: read 2S + write S with ordinary stores (an integer
+#             view, so float16's slow NumPy arithmetic does not inflate the floor).
+NT_THRESHOLD = 4 << 20
+RFO_PIECE = NT_THRESHOLD // 2
+FLOOR_FAMILIES = {"copy": ("copy", "copy_rfo"), "read": ("read",), "add": ("add",)}
 
 
 class Floors:
@@ -122,6 +130,12 @@ class Floors:
     @staticmethod
     def _copy(x, dy, buf):
         np.copyto(buf, x)
+
+    @staticmethod
+    def _copy_rfo(x, dy, buf):
+        step = max(1, RFO_PIECE // x.itemsize)
+        for i in range(0, x.size, step):
+            np.copyto(buf[i:i + step], x[i:i + step])
 
     @staticmethod
     def _read(x, dy, buf):
@@ -149,7 +163,7 @@ class Floors:
 
     def contestants(self):
         out = {}
-        for kind in ("copy", "read", "add"):
+        for kind in ("copy", "copy_rfo", "read", "add"):
             out[f"floor/{kind}/1t"] = self.single(kind)
             if self.pool is not None:
                 out[f"floor/{kind}/{self.threads}t"] = self.split(kind)
@@ -573,9 +587,10 @@ def measure_group(samplers, repeats, warmup, min_sample_s, gap_s, label):
 
 
 def best_floor(res, kind, stat):
-    """(ms, name) of the faster of the single- and multi-thread floor of this kind."""
+    """(ms, name) of the fastest floor of this kind (any variant, any thread count)."""
     key = stat + "_ms"
-    cands = [(v[key], k) for k, v in res.items() if k.startswith(f"floor/{kind}/") and key in v]
+    cands = [(v[key], k) for k, v in res.items() if key in v and k.startswith("floor/")
+             and k.split("/")[1] in FLOOR_FAMILIES[kind]]
     return min(cands) if cands else (None, None)
 
 
@@ -621,6 +636,8 @@ def machine_facts(pybn, torch, mxnet_info, threads):
         "pybn_info": pybn.info() if pybn else None,
         "mxnet": mxnet_info,
         "command": [sys.executable] + sys.argv,
+        "libc": " ".join(platform.libc_ver()),
+        "glibc_tunables": os.environ.get("GLIBC_TUNABLES"),
         "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     try:
@@ -666,6 +683,9 @@ def parse_args(argv):
                    help="statistic of the samples used in the table, ratios and targets "
                         "(default median; min is steadier on a noisy VM)")
     p.add_argument("--json", metavar="PATH", help="write all raw numbers and machine facts here")
+    p.add_argument("--no-nt-copy", action="store_true",
+                   help="do not re-execute with glibc's non-temporal memcpy threshold lowered "
+                        "(the copy floor then uses whichever stores glibc picks)")
     p.add_argument("--from-json", metavar="PATH",
                    help="measure nothing: print the table of a saved --json run "
                         "(with this --stat, --ops, --variants)")
@@ -700,6 +720,16 @@ def main(argv=None):
         return 0
     if args.from_json:
         return reprint(args)
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    if (not args.no_nt_copy and sys.platform.startswith("linux")
+            and "x86_non_temporal_threshold" not in tunables):
+        # glibc reads its tunables at start-up only: run again with the threshold lowered so
+        # that the copy floor's memcpy streams large chunks (see NT_THRESHOLD).
+        setting = f"glibc.cpu.x86_non_temporal_threshold={NT_THRESHOLD:#x}"
+        env = dict(os.environ, GLIBC_TUNABLES=f"{tunables}:{setting}" if tunables else setting)
+        argv = sys.argv[1:] if argv is None else list(argv)
+        sys.stdout.flush()
+        os.execve(sys.executable, [sys.executable, os.path.abspath(__file__)] + argv, env)
     if args.threads:
         os.environ["OMP_NUM_THREADS"] = str(args.threads)
 
@@ -805,7 +835,7 @@ def main(argv=None):
         group["results"] = res
         for k, v in res.items():
             if k.startswith("floor/") and "median_ms" in v:
-                moved = nbytes * {"copy": 2, "read": 1, "add": 3}[k.split("/")[1]]
+                moved = nbytes * {"copy": 2, "copy_rfo": 2, "read": 1, "add": 3}[k.split("/")[1]]
                 gbs = moved / (v["median_ms"] / 1e3) / 1e9
                 v["GBps"] = gbs
         log("  floors (median ms): " + ", ".join(
