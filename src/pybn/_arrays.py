@@ -1,21 +1,18 @@
 """Array adapter: NumPy / CuPy / DLPack / buffer-protocol objects -> specs for pybn._core.
 
-A spec is ``(address, device_type, device_id, dtype_code, dtype_bits, shape, strides)``
-with strides in elements, the field set of pybn_tensor (and DLPack's DLTensor). Nothing
-here checks what the C library checks (shapes, dtypes, overlap): this module only finds
-memory, and copies inputs whose layout the kernels cannot read directly.
+NumPy arrays go to pybn._core as they are; other memory (CUDA arrays) as a spec
+``(address, device_type, device_id, dtype_code, dtype_bits, shape, strides)`` with strides in
+elements, the field set of pybn_tensor (and DLPack's DLTensor). Nothing here checks what the C
+library checks (shapes, dtypes, overlap): this module only finds memory, and copies inputs
+whose layout the kernels cannot read directly.
 """
 from __future__ import annotations
 
 import numpy as np
 
-DEVICE_CPU = 1
-DEVICE_CUDA = 2
+from ._core import dtype_fields
 
-# DLPack type codes by NumPy dtype kind; bfloat16 (ml_dtypes) is recognised by name.
-_DLPACK_CODES = {"i": 0, "u": 1, "f": 2, "c": 5, "b": 6}
-_DLPACK_BFLOAT = 4
-_UNKNOWN_CODE = 255
+DEVICE_CUDA = 2  # DLPack kDLCUDA
 
 
 def is_device_array(obj) -> bool:
@@ -104,36 +101,17 @@ def dense_input(arr, like=None):
     return array_module(arr).ascontiguousarray(arr)
 
 
-_DTYPE_FIELDS = {}  # dtype -> (DLPack code, bits); dtype.name is slow to compute per call
-
-
-def _dtype_fields(dtype):
-    fields = _DTYPE_FIELDS.get(dtype)
-    if fields is None:
-        if dtype.name == "bfloat16":
-            fields = (_DLPACK_BFLOAT, 16)
-        else:
-            fields = (_DLPACK_CODES.get(dtype.kind, _UNKNOWN_CODE), dtype.itemsize * 8)
-        _DTYPE_FIELDS[dtype] = fields
-    return fields
-
-
 def spec(arr):
-    """Describe arr for pybn._core (None stays None)."""
-    if arr is None:
-        return None
-    code, bits = _dtype_fields(arr.dtype)
+    """What pybn._core describes: NumPy arrays go as they are (read through the NumPy C API),
+    CUDA arrays as a spec tuple built from __cuda_array_interface__; None stays None."""
+    if arr is None or isinstance(arr, np.ndarray):
+        return arr
+    code, bits = dtype_fields(arr.dtype)
     itemsize = arr.itemsize
-    if is_device_array(arr):
-        address = arr.__cuda_array_interface__["data"][0]
-        device_type, device_id = DEVICE_CUDA, int(arr.device.id)
-    else:
-        address = arr.__array_interface__["data"][0]
-        device_type, device_id = DEVICE_CPU, 0
-    # A stride that is not a whole number of elements cannot be described; dense_input has
-    # copied such inputs, and for outputs the stride 0 it gets here makes the C check reject them.
+    interface = arr.__cuda_array_interface__
+    # A stride that is not a whole number of elements becomes 0, which the C checks reject.
     strides = tuple([s // itemsize if s % itemsize == 0 else 0 for s in arr.strides])
-    return (address, device_type, device_id, code, bits, arr.shape, strides)
+    return (interface["data"][0], DEVICE_CUDA, int(arr.device.id), code, bits, arr.shape, strides)
 
 
 def current_stream(arr) -> int:

@@ -1,8 +1,11 @@
 """Type stubs of the compiled binding pybn/_core.pyx (the C ABI of cpp/include/pybn/pybn.h)."""
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
-# (address, device_type, device_id, dtype_code, dtype_bits, shape, strides_in_elements)
-Spec = Tuple[int, int, int, int, int, Tuple[int, ...], Tuple[int, ...]]
+import numpy as np
+
+# A NumPy array, or (address, device_type, device_id, dtype_code, dtype_bits, shape,
+# strides_in_elements) for other memory.
+Spec = Union[np.ndarray, Tuple[int, int, int, int, int, Tuple[int, ...], Tuple[int, ...]]]
 
 GRAD_WRITE: int
 GRAD_ADD: int
@@ -10,6 +13,7 @@ GRAD_NULL: int
 HEADER_VERSION: int
 HEADER_ABI_VERSION: int
 
+def dtype_fields(dtype: np.dtype) -> tuple[int, int]: ...
 def library_version() -> str: ...
 def library_abi_version() -> int: ...
 def backends() -> dict[str, tuple[bool, bool]]: ...

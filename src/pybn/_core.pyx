@@ -2,13 +2,18 @@
 """Thin binding of pybn's C ABI (cpp/include/pybn/pybn.h).
 
 It only fills C structs, releases the GIL around the call and turns a status into an
-exception. Arrays arrive already described by pybn/_arrays.py as *specs*:
-``(address, device_type, device_id, dtype_code, dtype_bits, shape, strides_in_elements)``,
-or None for an absent optional tensor.
+exception. Arrays arrive from pybn/_arrays.py either as NumPy arrays, read here through the
+NumPy C API (a few hundred nanoseconds per array), or as *specs* for other memory (CUDA arrays):
+``(address, device_type, device_id, dtype_code, dtype_bits, shape, strides_in_elements)``;
+None stands for an absent optional tensor.
 """
 from libc.stdint cimport int64_t, uintptr_t
 
+cimport numpy as cnp
+
 from ._pybn_c cimport *
+
+cnp.import_array()
 
 cdef enum:
     MAX_DIMS = 64  # NumPy's own limit
@@ -19,26 +24,66 @@ cdef struct TensorSlot:
     int64_t strides[MAX_DIMS]
 
 
-cdef const pybn_tensor *fill(TensorSlot *slot, object spec, str name) except? NULL:
-    """Describe one spec in slot; NULL for None (an absent tensor)."""
-    if spec is None:
+# DLPack type codes by NumPy dtype kind; bfloat16 (ml_dtypes) is recognised by name.
+_DLPACK_CODES = {"i": 0, "u": 1, "f": PYBN_DTYPE_FLOAT, "c": 5, "b": 6}
+_UNKNOWN_CODE = 255
+cdef dict _dtype_fields_cache = {}
+
+
+def dtype_fields(dtype):
+    """(DLPack type code, bits) of a NumPy dtype, as pybn_dtype wants them (cached)."""
+    fields = _dtype_fields_cache.get(dtype)
+    if fields is None:
+        if dtype.name == "bfloat16":
+            fields = (PYBN_DTYPE_BFLOAT, 16)
+        else:
+            fields = (_DLPACK_CODES.get(dtype.kind, _UNKNOWN_CODE), dtype.itemsize * 8)
+        _dtype_fields_cache[dtype] = fields
+    return fields
+
+
+cdef void fill_strides(TensorSlot *slot, int ndim, int64_t itemsize, const cnp.npy_intp *byte_strides):
+    # A stride that is not a whole number of elements cannot be described: it becomes 0, which
+    # the C checks reject for outputs (inputs with such strides were copied by _arrays.py).
+    cdef int d
+    for d in range(ndim):
+        slot.strides[d] = byte_strides[d] // itemsize if byte_strides[d] % itemsize == 0 else 0
+
+
+cdef const pybn_tensor *fill(TensorSlot *slot, object array_or_spec, str name) except? NULL:
+    """Describe a NumPy array or a spec in slot; NULL for None (an absent tensor)."""
+    if array_or_spec is None:
         return NULL
-    address, device_type, device_id, code, bits, shape, strides = spec
-    cdef int ndim = len(shape)
-    if ndim > MAX_DIMS:
-        raise ValueError(f"{name} has {ndim} dimensions; pybn supports at most {MAX_DIMS}")
-    slot.tensor.data = <void *><uintptr_t>address
-    slot.tensor.device.device_type = device_type
-    slot.tensor.device.device_id = device_id
+    cdef int ndim, d
+    cdef cnp.ndarray arr
+    if isinstance(array_or_spec, cnp.ndarray):
+        arr = <cnp.ndarray>array_or_spec
+        ndim = cnp.PyArray_NDIM(arr)
+        if ndim > MAX_DIMS:
+            raise ValueError(f"{name} has {ndim} dimensions; pybn supports at most {MAX_DIMS}")
+        code, bits = dtype_fields(arr.dtype)
+        slot.tensor.data = cnp.PyArray_DATA(arr)
+        slot.tensor.device.device_type = PYBN_DEVICE_CPU
+        slot.tensor.device.device_id = 0
+        for d in range(ndim):
+            slot.shape[d] = cnp.PyArray_DIMS(arr)[d]
+        fill_strides(slot, ndim, cnp.PyArray_ITEMSIZE(arr), cnp.PyArray_STRIDES(arr))
+    else:
+        address, device_type, device_id, code, bits, shape, strides = array_or_spec
+        ndim = len(shape)
+        if ndim > MAX_DIMS:
+            raise ValueError(f"{name} has {ndim} dimensions; pybn supports at most {MAX_DIMS}")
+        slot.tensor.data = <void *><uintptr_t>address
+        slot.tensor.device.device_type = device_type
+        slot.tensor.device.device_id = device_id
+        for d in range(ndim):
+            slot.shape[d] = shape[d]
+            slot.strides[d] = strides[d]
     slot.tensor.ndim = ndim
     slot.tensor.dtype.code = code
     slot.tensor.dtype.bits = bits
     slot.tensor.dtype.lanes = 1
     slot.tensor.byte_offset = 0
-    cdef int d
-    for d in range(ndim):
-        slot.shape[d] = shape[d]
-        slot.strides[d] = strides[d]
     slot.tensor.shape = slot.shape
     slot.tensor.strides = slot.strides
     return &slot.tensor
