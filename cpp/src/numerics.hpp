@@ -12,12 +12,6 @@
 
 namespace pybn {
 
-// Count, mean and sum of squared deviations (M2) of one chunk of a channel, or of several
-// chunks merged. A chunk's moments come from two passes over the chunk while it is in cache
-// (its mean, then the corrected sums of deviations from that mean), which stays accurate
-// whatever the offset |mean| / std (no E[x^2] - E[x]^2 in working precision). Chunks merge
-// with Chan's formula in float64, always in chunk order, so results do not depend on the
-// thread count.
 // The two steps of the moments, written once and shared by every kernel layout (the
 // per-channel Moments below and the struct-of-arrays loops of the row-layout kernels).
 // Chunks of one reduction have the same count for every channel, so the reciprocal and the
@@ -52,11 +46,11 @@ PYBN_HD inline void chan_merge(double count_a, double weight, double &mean_a, do
 }
 
 // Count, mean and sum of squared deviations (M2) of one chunk of a channel, or of several
-// chunks merged. A chunk's moments come from two passes over the chunk while it is in cache
-// (its mean, then the corrected sums of deviations from that mean), which stays accurate
-// whatever the offset |mean| / std (no E[x^2] - E[x]^2 in working precision). Chunks merge
-// with Chan's formula in float64, always in chunk order, so results do not depend on the
-// thread count.
+// chunks merged. A chunk's moments come from one pass of sums of deviations from a pivot
+// close to the chunk's mean (the mean of the chunk's first elements, see kernels.inc), which
+// stays accurate whatever the offset |mean| / std (no E[x^2] - E[x]^2 in working precision).
+// Chunks merge with Chan's formula in float64, always in chunk order, so results do not
+// depend on the thread count.
 struct Moments {
   double count = 0.0;
   double mean = 0.0;
