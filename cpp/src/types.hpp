@@ -20,7 +20,6 @@ inline const char *dtype_name(DType t) {
   }
   return "?";
 }
-inline int dtype_size(DType t) { return t == DType::f64 ? 8 : t == DType::f32 ? 4 : 2; }
 // gamma, beta, moving statistics, mean and invstd: float32 for 16-bit data (SPEC "Shapes and types").
 inline DType stat_dtype(DType t) { return t == DType::f64 ? DType::f64 : DType::f32; }
 

@@ -142,13 +142,9 @@ void require_same_device(const Tensor &t, const Tensor &data) {
 bool dense_view(const Tensor &t, int axis, View &view) {
   const int64_t C = t.shape[axis];
   view.channels = C;
-  if (t.size == 0) {
+  if (t.size == 0) {  // M == 0 (or C == 0): nothing to read, any layout will do
     view.outer = 0;
-    view.inner = 0;
-    if (C > 0) {  // keep M = 0 but remember nothing else is needed
-      view.outer = 0;
-      view.inner = 1;
-    }
+    view.inner = 1;
     return true;
   }
   struct Dim { int64_t size, stride; bool channel; };
