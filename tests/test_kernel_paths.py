@@ -1,0 +1,71 @@
+"""Shapes chosen to reach each CPU kernel path and its edges (kernels.inc), against the float64
+reference: inference over short inner sizes (one flat pass in memory order, where a vector of
+the compute type holds two channels), flat work items that start inside a channel, the wrap
+from the last channel of one outer index to channel 0 of the next, and outputs large enough
+for streaming stores on any machine (>= 32 MB)."""
+
+import numpy as np
+import pytest
+
+import pybn
+from conftest import DTYPE_NAMES, poisoned, resolve_dtype
+from reference import assert_close, assert_gradients_close, forward_reference
+
+
+def _forward(inputs, **flags):
+    out = poisoned(inputs["data"].shape, inputs["data"].dtype)
+    state = {k: v.copy() for k, v in inputs.items()}
+    y, mean, invstd = pybn.batch_norm(state["data"], state["gamma"], state["beta"],
+                                      state["moving_mean"], state["moving_var"], out=out,
+                                      output_mean_var=True, fix_gamma=False, **flags)
+    assert np.shares_memory(y, out)
+    return y, mean, invstd, state
+
+
+# inner sizes around the vector widths (4, 8, 16 lanes of float32; 2, 4, 8 of float64) and
+# the long-run threshold (512); channel counts that make rows end mid-vector.
+@pytest.mark.parametrize("inner", [1, 3, 7, 8, 9, 15, 16, 17, 31, 33, 49, 63, 64, 65, 196, 511])
+@pytest.mark.parametrize("channels", [1, 2, 5, 37])
+@pytest.mark.parametrize("dtype_name", DTYPE_NAMES)
+def test_inference_short_inner(make_inputs, dtype_name, channels, inner):
+    dtype = resolve_dtype(dtype_name)
+    outer = max(2, 70000 // (channels * inner) + 1)  # more than one 65536-element work item
+    inputs = make_inputs((outer, channels, inner), axis=1, dtype=dtype)
+    for flags in (dict(training=False), dict(training=True, use_global_stats=True)):
+        y, mean, invstd, state = _forward(inputs, **flags)
+        expected = forward_reference(**inputs, fix_gamma=False, **flags)
+        assert_close(y, expected["y"], what=f"y {flags}")
+        assert_close(mean, expected["mean"], what="mean")
+        assert_close(invstd, expected["invstd"], what="invstd")
+
+
+@pytest.mark.parametrize("dtype_name", ["float16", "float32"])
+@pytest.mark.parametrize("shape", [(128, 64, 2048), (2080, 256, 33)])  # 7x7-like and NCHW-like
+@pytest.mark.parametrize("training", [False, True])
+def test_streamed_outputs(make_inputs, dtype_name, shape, training):
+    dtype = resolve_dtype(dtype_name)
+    size = np.prod(shape) * np.dtype(dtype).itemsize
+    assert size >= 32 << 20  # streamed whatever the cache size
+    inputs = make_inputs(shape, axis=1, dtype=dtype)
+    y, mean, invstd, state = _forward(inputs, training=training)
+    expected = forward_reference(**inputs, fix_gamma=False, training=training)
+    assert_close(y, expected["y"], what="y")
+    assert_close(mean, expected["mean"], what="mean")
+
+
+@pytest.mark.parametrize("inner", [16, 17, 49])
+@pytest.mark.parametrize("use_global_stats", [False, True])
+@pytest.mark.parametrize("dtype_name", DTYPE_NAMES)
+def test_backward_short_inner(make_inputs, rng, dtype_name, inner, use_global_stats):
+    dtype = resolve_dtype(dtype_name)
+    inputs = make_inputs((300, 6, inner), axis=1, dtype=dtype)
+    _, mean, invstd, _ = _forward(inputs, training=True)
+    dy = rng.standard_normal(inputs["data"].shape).astype(dtype)
+    dx = poisoned(dy.shape, dtype)
+    dgamma = np.full(6, np.nan, mean.dtype)
+    dbeta = np.full(6, np.nan, mean.dtype)
+    pybn.batch_norm_backward(dy, inputs["data"], inputs["gamma"], mean, invstd, fix_gamma=False,
+                             use_global_stats=use_global_stats, dx=dx, dgamma=dgamma,
+                             dbeta=dbeta)
+    assert_gradients_close((dx, dgamma, dbeta), dy, inputs["data"], inputs["gamma"], mean,
+                           invstd, fix_gamma=False, use_global_stats=use_global_stats)
