@@ -1,8 +1,8 @@
 """Shapes chosen to reach each CPU kernel path and its edges (kernels.inc), against the float64
-reference: inference over short inner sizes (one flat pass in memory order, where a vector of
-the compute type holds two channels), flat work items that start inside a channel, the wrap
-from the last channel of one outer index to channel 0 of the next, and outputs large enough
-for streaming stores on any machine (>= 32 MB)."""
+reference: short inner sizes (normalization as one flat pass in memory order, where a vector
+of the compute type holds two channels), flat work items that start inside a channel, the wrap
+from the last channel of one outer index to channel 0 of the next, and outputs over the
+4 MB from which the kernels write with streaming stores."""
 
 import numpy as np
 import pytest
@@ -27,11 +27,12 @@ def _forward(inputs, **flags):
 @pytest.mark.parametrize("inner", [1, 3, 7, 8, 9, 15, 16, 17, 31, 33, 49, 63, 64, 65, 196, 511])
 @pytest.mark.parametrize("channels", [1, 2, 5, 37])
 @pytest.mark.parametrize("dtype_name", DTYPE_NAMES)
-def test_inference_short_inner(make_inputs, dtype_name, channels, inner):
+def test_short_inner(make_inputs, dtype_name, channels, inner):
     dtype = resolve_dtype(dtype_name)
     outer = max(2, 70000 // (channels * inner) + 1)  # more than one 65536-element work item
     inputs = make_inputs((outer, channels, inner), axis=1, dtype=dtype)
-    for flags in (dict(training=False), dict(training=True, use_global_stats=True)):
+    for flags in (dict(training=False), dict(training=True, use_global_stats=True),
+                  dict(training=True)):
         y, mean, invstd, state = _forward(inputs, **flags)
         expected = forward_reference(**inputs, fix_gamma=False, **flags)
         assert_close(y, expected["y"], what=f"y {flags}")
@@ -40,12 +41,12 @@ def test_inference_short_inner(make_inputs, dtype_name, channels, inner):
 
 
 @pytest.mark.parametrize("dtype_name", ["float16", "float32"])
-@pytest.mark.parametrize("shape", [(128, 64, 2048), (2080, 256, 33)])  # 7x7-like and NCHW-like
+@pytest.mark.parametrize("shape", [(128, 64, 512), (520, 256, 33)])  # 7x7-like and NCHW-like
 @pytest.mark.parametrize("training", [False, True])
 def test_streamed_outputs(make_inputs, dtype_name, shape, training):
     dtype = resolve_dtype(dtype_name)
     size = np.prod(shape) * np.dtype(dtype).itemsize
-    assert size >= 32 << 20  # streamed whatever the cache size
+    assert size >= 4 << 20  # kStreamBytes in kernels.inc
     inputs = make_inputs(shape, axis=1, dtype=dtype)
     y, mean, invstd, state = _forward(inputs, training=training)
     expected = forward_reference(**inputs, fix_gamma=False, training=training)

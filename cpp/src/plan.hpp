@@ -80,10 +80,6 @@ void cpu_backward(const BackwardPlan &plan);
 const char *cpu_isa_name();
 // Streaming (non-temporal) stores for large outputs: on unless PYBN_CPU_STREAM_STORES=0.
 bool cpu_stream_stores_enabled();
-// The output size (bytes) from which a single elementwise pass (inference, backward under
-// global statistics) streams its output: such an output that fits well inside the last-level
-// cache is cheaper left there. Depends on the L3 size (see cpu_dispatch.cpp).
-int64_t cpu_single_pass_stream_bytes();
 int cpu_num_threads();
 
 }  // namespace pybn

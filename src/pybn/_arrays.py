@@ -70,6 +70,9 @@ def require_writable(arr, name: str, why: str) -> None:
 
 def is_dense(arr) -> bool:
     """True for C order or any permutation of it (size-1 dimensions ignored)."""
+    flags = arr.flags
+    if flags.c_contiguous or flags.f_contiguous:  # the common case, without a Python loop
+        return True
     dims = sorted((stride, size) for size, stride in zip(arr.shape, arr.strides) if size > 1)
     expected = arr.itemsize
     for stride, size in dims:
@@ -80,7 +83,9 @@ def is_dense(arr) -> bool:
 
 
 def same_layout(a, b) -> bool:
-    return a.shape == b.shape and all(
+    if a.shape != b.shape:
+        return False
+    return a.strides == b.strides or all(
         sa == sb for n, sa, sb in zip(a.shape, a.strides, b.strides) if n > 1
     )
 
@@ -94,6 +99,8 @@ def copy_into_layout(src, template):
 
 def dense_input(arr, like=None):
     """arr itself if the kernels can read it as is, else a dense copy (like `like`'s layout)."""
+    if arr.flags.c_contiguous:  # strides of size-1 dimensions do not matter to the kernels
+        return arr
     if is_dense(arr) and all(s % arr.itemsize == 0 for s in arr.strides):
         return arr
     if like is not None and like.shape == arr.shape and is_dense(like):

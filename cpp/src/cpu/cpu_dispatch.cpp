@@ -1,16 +1,10 @@
 // Picks the CPU kernel build for this processor once, at first use: AVX-512 (F, BW, VL, DQ),
 // AVX2 (+FMA, F16C), or the baseline x86-64 / any-architecture build.
-#include <algorithm>
-#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 
 #ifdef _OPENMP
 #include <omp.h>
-#endif
-
-#if defined(__unix__) || defined(__APPLE__)
-#include <unistd.h>
 #endif
 
 #include "../plan.hpp"
@@ -72,21 +66,6 @@ bool cpu_stream_stores_enabled() {
     return !(setting && std::strcmp(setting, "0") == 0);
   }();
   return enabled;
-}
-
-// Measured on a 2-core VM with a 480 MB L3 (float32 inference, buffers reused as in a
-// training loop): 25 MB outputs ran 1.3x faster with ordinary stores, 49 MB ones 1.8x faster
-// streamed. Outputs under 1/16 of the L3 stay cached, within [4 MB, 32 MB].
-int64_t cpu_single_pass_stream_bytes() {
-  static const int64_t bytes = [] {
-    constexpr int64_t low = int64_t(4) << 20, high = int64_t(32) << 20;
-    int64_t l3 = 0;
-#if defined(_SC_LEVEL3_CACHE_SIZE)
-    l3 = int64_t(sysconf(_SC_LEVEL3_CACHE_SIZE));
-#endif
-    return std::min(high, std::max(low, l3 / 16));
-  }();
-  return bytes;
 }
 
 int cpu_num_threads() {
