@@ -54,17 +54,18 @@ def test_streamed_outputs(make_inputs, dtype_name, shape, training):
     assert_close(mean, expected["mean"], what="mean")
 
 
-@pytest.mark.parametrize("inner", [16, 17, 49])
+# (300, 6, inner): one channel block; (40, 300, 17): three blocks of up to 120 channels.
+@pytest.mark.parametrize("shape", [(300, 6, 16), (300, 6, 17), (300, 6, 49), (40, 300, 17)])
 @pytest.mark.parametrize("use_global_stats", [False, True])
 @pytest.mark.parametrize("dtype_name", DTYPE_NAMES)
-def test_backward_short_inner(make_inputs, rng, dtype_name, inner, use_global_stats):
+def test_backward_short_inner(make_inputs, rng, dtype_name, shape, use_global_stats):
     dtype = resolve_dtype(dtype_name)
-    inputs = make_inputs((300, 6, inner), axis=1, dtype=dtype)
+    inputs = make_inputs(shape, axis=1, dtype=dtype)
     _, mean, invstd, _ = _forward(inputs, training=True)
     dy = rng.standard_normal(inputs["data"].shape).astype(dtype)
     dx = poisoned(dy.shape, dtype)
-    dgamma = np.full(6, np.nan, mean.dtype)
-    dbeta = np.full(6, np.nan, mean.dtype)
+    dgamma = np.full(shape[1], np.nan, mean.dtype)
+    dbeta = np.full(shape[1], np.nan, mean.dtype)
     pybn.batch_norm_backward(dy, inputs["data"], inputs["gamma"], mean, invstd, fix_gamma=False,
                              use_global_stats=use_global_stats, dx=dx, dgamma=dgamma,
                              dbeta=dbeta)
