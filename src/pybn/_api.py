@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import operator
 
+import numpy as np
+
 from . import _core
 from ._arrays import (
     array_module,
@@ -22,6 +24,14 @@ __all__ = ["batch_norm", "batch_norm_backward", "select_backend", "CUDNN_BN_MIN_
 CUDNN_BN_MIN_EPSILON = _core.cudnn_min_epsilon()
 
 _GRAD_REQS = {"write": _core.GRAD_WRITE, "add": _core.GRAD_ADD, "null": _core.GRAD_NULL}
+
+
+_ndarray = np.ndarray
+
+
+def _plain(array):
+    """A NumPy array in native byte order: passed to pybn._core as it is."""
+    return type(array) is _ndarray and array.dtype.isnative
 
 
 def _as_float(value, name):
@@ -101,6 +111,23 @@ def batch_norm(data, gamma, beta, moving_mean, moving_var, *, eps=1e-3, momentum
     eps = _as_float(eps, "eps")
     momentum = _as_float(momentum, "momentum")
     axis = _as_axis(axis)
+    if (type(out) is _ndarray and type(data) is _ndarray and not output_mean_var
+            and _plain(gamma) and _plain(beta) and _plain(moving_mean) and _plain(moving_var)
+            and data.flags.c_contiguous and data.dtype.isnative):
+        # The common NumPy call, with the checks of the general path below in a few attribute
+        # reads: ~1.5 us less per call, which shows on small tensors.
+        out_flags = out.flags
+        batch_stats = bool(training) and not use_global_stats
+        if (out_flags.c_contiguous and out_flags.writeable and out.dtype.isnative
+                and (not fix_gamma or gamma.flags.writeable)
+                and (not batch_stats or (moving_mean.flags.writeable and moving_var.flags.writeable))):
+            _core.forward(
+                data, gamma, beta, moving_mean, moving_var, out, None, None,
+                eps=eps, momentum=momentum, fix_gamma=bool(fix_gamma),
+                use_global_stats=bool(use_global_stats), output_mean_var=False,
+                axis=axis, cudnn_off=bool(cudnn_off), training=bool(training), stream=0,
+            )
+            return out
     x = as_array(data, "data")
     gamma = as_array(gamma, "gamma")
     beta = as_array(beta, "beta")
@@ -163,8 +190,27 @@ def batch_norm_backward(dy, data, gamma, mean, invstd, *, fix_gamma=True,
     -------
     (dx, dgamma, dbeta), with None for each "null" request.
     """
-    reqs = _parse_grad_req(grad_req)
     axis = _as_axis(axis)
+    if (grad_req == "write" and type(dx) is _ndarray and type(data) is _ndarray
+            and type(dy) is _ndarray and _plain(gamma) and _plain(mean) and _plain(invstd)
+            and data.flags.c_contiguous and dy.flags.c_contiguous and dx.flags.c_contiguous
+            and dx.flags.writeable and data.dtype.isnative and dy.dtype.isnative
+            and dx.dtype.isnative and -data.ndim <= axis < data.ndim
+            and (dgamma is None or (_plain(dgamma) and dgamma.flags.writeable))
+            and (dbeta is None or (_plain(dbeta) and dbeta.flags.writeable))):
+        # The common NumPy call (see batch_norm).
+        if dgamma is None:
+            dgamma = np.empty(data.shape[axis], dtype=stat_dtype(data.dtype))
+        if dbeta is None:
+            dbeta = np.empty(data.shape[axis], dtype=stat_dtype(data.dtype))
+        _core.backward(
+            dy, data, gamma, mean, invstd, dx, dgamma, dbeta,
+            fix_gamma=bool(fix_gamma), use_global_stats=bool(use_global_stats),
+            training=bool(training), axis=axis, cudnn_off=bool(cudnn_off),
+            req_data=_core.GRAD_WRITE, req_gamma=_core.GRAD_WRITE, req_beta=_core.GRAD_WRITE, stream=0,
+        )
+        return dx, dgamma, dbeta
+    reqs = _parse_grad_req(grad_req)
     x = as_array(data, "data")
     dy = as_array(dy, "dy")
     gamma = as_array(gamma, "gamma")
