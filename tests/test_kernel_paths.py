@@ -71,3 +71,18 @@ def test_backward_short_inner(make_inputs, rng, dtype_name, shape, use_global_st
                              dbeta=dbeta)
     assert_gradients_close((dx, dgamma, dbeta), dy, inputs["data"], inputs["gamma"], mean,
                            invstd, fix_gamma=False, use_global_stats=use_global_stats)
+
+
+# Long runs (inner >= 512) read several adjacent channels per work item when their slices are
+# small: 66 channels (a last, shorter group), and 40 x 1031 items per channel (two reduction
+# chunks of 32768, the boundary inside a run).
+@pytest.mark.parametrize("shape", [(3, 66, 600), (40, 18, 1031)])
+@pytest.mark.parametrize("dtype_name", DTYPE_NAMES)
+def test_long_runs_in_channel_groups(make_inputs, dtype_name, shape):
+    inputs = make_inputs(shape, axis=1, dtype=resolve_dtype(dtype_name))
+    y, mean, invstd, state = _forward(inputs, training=True)
+    expected = forward_reference(**inputs, fix_gamma=False, training=True)
+    assert_close(y, expected["y"], what="y")
+    assert_close(mean, expected["mean"], what="mean")
+    assert_close(invstd, expected["invstd"], what="invstd")
+    assert_close(state["moving_var"], expected["moving_var"], what="moving_var")
