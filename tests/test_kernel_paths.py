@@ -86,3 +86,26 @@ def test_long_runs_in_channel_groups(make_inputs, dtype_name, shape):
     assert_close(mean, expected["mean"], what="mean")
     assert_close(invstd, expected["invstd"], what="invstd")
     assert_close(state["moving_var"], expected["moving_var"], what="moving_var")
+
+
+# Row layout with several channel blocks (2048 positions each) but too few for one block per
+# thread: statistics over row groups, then coefficients finalized channel by channel by all
+# threads into each block's per-position arrays.
+@pytest.mark.parametrize("shape", [(50, 5000), (40, 700, 3)])
+@pytest.mark.parametrize("dtype_name", DTYPE_NAMES)
+def test_row_layout_blocks_finalized_by_all_threads(make_inputs, rng, dtype_name, shape):
+    dtype = resolve_dtype(dtype_name)
+    inputs = make_inputs(shape, axis=1, dtype=dtype)
+    y, mean, invstd, state = _forward(inputs, training=True)
+    expected = forward_reference(**inputs, fix_gamma=False, training=True)
+    assert_close(y, expected["y"], what="y")
+    assert_close(mean, expected["mean"], what="mean")
+    assert_close(invstd, expected["invstd"], what="invstd")
+    dy = rng.standard_normal(shape).astype(dtype)
+    dx = poisoned(shape, dtype)
+    dgamma = np.full(shape[1], np.nan, mean.dtype)
+    dbeta = np.full(shape[1], np.nan, mean.dtype)
+    pybn.batch_norm_backward(dy, inputs["data"], inputs["gamma"], mean, invstd, fix_gamma=False,
+                             dx=dx, dgamma=dgamma, dbeta=dbeta)
+    assert_gradients_close((dx, dgamma, dbeta), dy, inputs["data"], inputs["gamma"], mean,
+                           invstd, fix_gamma=False)
