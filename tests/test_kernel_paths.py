@@ -89,9 +89,9 @@ def test_long_runs_in_channel_groups(make_inputs, dtype_name, shape):
 
 
 # Row layout with several channel blocks (2048 positions each) but too few for one block per
-# thread: statistics over row groups, then coefficients finalized channel by channel by all
-# threads into each block's per-position arrays.
-@pytest.mark.parametrize("shape", [(50, 5000), (40, 700, 3)])
+# thread (with 2 threads: >= 131072 elements, < 8 blocks): statistics over row groups, then
+# coefficients finalized channel by channel by all threads into each block's arrays.
+@pytest.mark.parametrize("shape", [(50, 5000), (80, 700, 3)])
 @pytest.mark.parametrize("dtype_name", DTYPE_NAMES)
 def test_row_layout_blocks_finalized_by_all_threads(make_inputs, rng, dtype_name, shape):
     dtype = resolve_dtype(dtype_name)
