@@ -54,8 +54,10 @@ def test_streamed_outputs(make_inputs, dtype_name, shape, training):
     assert_close(mean, expected["mean"], what="mean")
 
 
-# (300, 6, inner): one channel block; (40, 300, 17): three blocks of up to 120 channels.
-@pytest.mark.parametrize("shape", [(300, 6, 16), (300, 6, 17), (300, 6, 49), (40, 300, 17)])
+# (300, 6, inner): one channel block; (40 or 41, 300, 17): three blocks of up to 120 channels
+# (rows apart in memory, read two per sweep; an odd count leaves one).
+@pytest.mark.parametrize("shape", [(300, 6, 16), (300, 6, 17), (300, 6, 49), (40, 300, 17),
+                                   (41, 300, 17)])
 @pytest.mark.parametrize("use_global_stats", [False, True])
 @pytest.mark.parametrize("dtype_name", DTYPE_NAMES)
 def test_backward_short_inner(make_inputs, rng, dtype_name, shape, use_global_stats):
