@@ -31,6 +31,10 @@ CASES = [
     ((16, 64, 64, 32), -1, "float32"),     # channel-last, row groups spread over threads
     ((512, 100, 7, 7), 1, "float32"),      # short inner, 3 channel blocks: fused on 1 thread,
                                            # row groups spread over threads on 2
+    ((64, 400, 7, 7), 1, "float16"),       # 16-bit short inner, 10 blocks: two passes, the
+                                           # second in memory order (write_channel_runs)
+    ((4, 64, 24, 24), 1, "float16"),       # long runs, 4 adjacent channels per work item
+    ((512, 1024), 1, "float32"),           # 2-D: per-position coefficients set by all threads
 ]
 
 WORKER = r"""
@@ -42,12 +46,17 @@ results = {"isa": np.array(pybn.info()["cpu_isa"])}
 for index, (shape, axis, dtype) in enumerate(CASES):
     inputs = random_inputs(np.random.default_rng(index), shape, axis=axis, dtype=dtype)
     dy = np.random.default_rng(100 + index).standard_normal(shape).astype(dtype)
+    # inference first: training updates the moving statistics in place
+    y_inference = pybn.batch_norm(inputs["data"], inputs["gamma"], inputs["beta"],
+                                  inputs["moving_mean"], inputs["moving_var"], axis=axis,
+                                  fix_gamma=False, training=False)
     y, mean, invstd = pybn.batch_norm(inputs["data"], inputs["gamma"], inputs["beta"],
                                       inputs["moving_mean"], inputs["moving_var"], axis=axis,
                                       fix_gamma=False, output_mean_var=True)
     dx, dgamma, dbeta = pybn.batch_norm_backward(dy, inputs["data"], inputs["gamma"], mean, invstd,
                                                  axis=axis, fix_gamma=False)
-    for name, value in dict(y=y, mean=mean, invstd=invstd, dx=dx, dgamma=dgamma, dbeta=dbeta).items():
+    for name, value in dict(y=y, mean=mean, invstd=invstd, dx=dx, dgamma=dgamma, dbeta=dbeta,
+                            y_inference=y_inference).items():
         results[f"{index}_{name}"] = value
 np.savez(sys.argv[1], **results)
 """
@@ -74,6 +83,8 @@ def test_simd_build_matches_reference(isa, tmp_path):
         assert_close(results[f"{index}_y"], expected["y"], what=f"y, {what}")
         assert_close(results[f"{index}_mean"], expected["mean"], what=f"mean, {what}")
         assert_close(results[f"{index}_invstd"], expected["invstd"], what=f"invstd, {what}")
+        inference = forward_reference(**inputs, fix_gamma=False, axis=axis, training=False)
+        assert_close(results[f"{index}_y_inference"], inference["y"], what=f"inference y, {what}")
         dx, dgamma, dbeta = backward_reference(dy, inputs["data"], inputs["gamma"], results[f"{index}_mean"],
                                                results[f"{index}_invstd"], fix_gamma=False, axis=axis)
         scale = np.abs(dx).max() * 10 + np.abs(dy.astype(np.float64)).max()
