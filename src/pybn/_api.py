@@ -111,7 +111,7 @@ def batch_norm(data, gamma, beta, moving_mean, moving_var, *, eps=1e-3, momentum
     eps = _as_float(eps, "eps")
     momentum = _as_float(momentum, "momentum")
     axis = _as_axis(axis)
-    if ((out is None or type(out) is _ndarray) and type(data) is _ndarray and not output_mean_var
+    if ((out is None or type(out) is _ndarray) and type(data) is _ndarray
             and _plain(gamma) and _plain(beta) and _plain(moving_mean) and _plain(moving_var)
             and data.flags.c_contiguous and data.dtype.isnative):
         # The common NumPy call, with the checks of the general path below in a few attribute
@@ -122,13 +122,17 @@ def batch_norm(data, gamma, beta, moving_mean, moving_var, *, eps=1e-3, momentum
                 and (out is None or (out.flags.c_contiguous and out.flags.writeable and out.dtype.isnative))):
             if out is None:
                 out = np.empty_like(data)
+            mean = invstd = None
+            if output_mean_var:
+                channels, dtype = _channels(data, axis), stat_dtype(data.dtype)
+                mean, invstd = np.empty(channels, dtype=dtype), np.empty(channels, dtype=dtype)
             _core.forward(
-                data, gamma, beta, moving_mean, moving_var, out, None, None,
+                data, gamma, beta, moving_mean, moving_var, out, mean, invstd,
                 eps=eps, momentum=momentum, fix_gamma=bool(fix_gamma),
-                use_global_stats=bool(use_global_stats), output_mean_var=False,
+                use_global_stats=bool(use_global_stats), output_mean_var=bool(output_mean_var),
                 axis=axis, cudnn_off=bool(cudnn_off), training=bool(training), stream=0,
             )
-            return out
+            return (out, mean, invstd) if output_mean_var else out
     x = as_array(data, "data")
     gamma = as_array(gamma, "gamma")
     beta = as_array(beta, "beta")
