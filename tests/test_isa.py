@@ -26,6 +26,7 @@ CASES = [
     ((5, 9, 33), -1, "float16"),
     ((4, 6, 7, 7), 1, "float64"),
     ((6, 37), 1, "float64"),
+    ((3, 12, 560), 1, "float64"),          # long runs ending in whole vectors and a scalar tail
     # from here on large enough (>= 2M elements) for two threads:
     ((4, 3, 512, 512), 1, "float32"),      # long runs, few channels: chunks spread over threads
     ((16, 64, 64, 32), -1, "float32"),     # channel-last, row groups spread over threads

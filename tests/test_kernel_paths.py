@@ -77,8 +77,9 @@ def test_backward_short_inner(make_inputs, rng, dtype_name, shape, use_global_st
 
 # Long runs (inner >= 512) read several adjacent channels per work item when their slices are
 # small: 66 channels (a last, shorter group), and 40 x 1031 items per channel (two reduction
-# chunks of 32768, the boundary inside a run).
-@pytest.mark.parametrize("shape", [(3, 66, 600), (40, 18, 1031)])
+# chunks of 32768, the boundary inside a run); runs of 560 and 600 end in partial iterations
+# of the reduction loop.
+@pytest.mark.parametrize("shape", [(3, 66, 600), (40, 18, 1031), (5, 12, 560)])
 @pytest.mark.parametrize("dtype_name", DTYPE_NAMES)
 def test_long_runs_in_channel_groups(make_inputs, dtype_name, shape):
     inputs = make_inputs(shape, axis=1, dtype=resolve_dtype(dtype_name))
