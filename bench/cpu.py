@@ -981,6 +981,25 @@ def print_table(rows, facts, args):
     missed = [r for r in rows if r["met"] is False or r.get("speedup_met") is False]
     print(f"\n{sum(1 for r in rows if r['met'])}/{sum(1 for r in rows if r['met'] is not None)} "
           f"floor targets met; {len(missed)} rows with a MISSED target")
+    print_small_shape_criterion(rows)
+
+
+def print_small_shape_criterion(rows):
+    """The issue's rule for small inner sizes, 2-D, float16 and float64 (preallocated rows):
+    no slower than PyTorch and within 1.5x of the floor (next to the stricter targets above)."""
+    small = [r for r in rows if r["case"].endswith("/prealloc") and r["ratio"] is not None
+             and (r["shape_name"] in ("c7", "2d") or r["dtype"] in ("float16", "float64"))]
+    if not small:
+        return
+    within = [r for r in small if r["ratio"] <= 1.5]
+    compared = [r for r in small if r["speedup_vs_torch"] is not None]
+    behind = [r for r in compared if r["speedup_vs_torch"] < 1.0]
+    print(f"7x7, 2-D, float16, float64 (preallocated): {len(within)}/{len(small)} within 1.5x "
+          f"of the floor; {len(compared) - len(behind)}/{len(compared)} no slower than PyTorch")
+    for r in small:
+        if r["ratio"] > 1.5 or (r["speedup_vs_torch"] is not None and r["speedup_vs_torch"] < 1.0):
+            print(f"  {r['case']} {r['shape_name']} {r['dtype']}: {r['ratio']:.2f}x floor, "
+                  + ("-" if r["speedup_vs_torch"] is None else f"{r['speedup_vs_torch']:.2f}x vs PyTorch"))
 
 
 def print_checks(groups):
