@@ -91,6 +91,30 @@ def test_long_runs_in_channel_groups(make_inputs, dtype_name, shape):
     assert_close(state["moving_var"], expected["moving_var"], what="moving_var")
 
 
+# Row layout with inner sizes below the vector width and enough channel blocks (2048
+# positions each) for a thread to own a block: statistics, then normalization from cache.
+# (64, 20000): 10 blocks of 2-D channels; (40, 6000, 3): 9 blocks of 682 channels of 3.
+@pytest.mark.parametrize("shape", [(64, 20000), (40, 6000, 3)])
+@pytest.mark.parametrize("dtype_name", DTYPE_NAMES)
+def test_row_layout_fused_blocks(make_inputs, rng, dtype_name, shape):
+    dtype = resolve_dtype(dtype_name)
+    inputs = make_inputs(shape, axis=1, dtype=dtype)
+    y, mean, invstd, state = _forward(inputs, training=True)
+    expected = forward_reference(**inputs, fix_gamma=False, training=True)
+    assert_close(y, expected["y"], what="y")
+    assert_close(mean, expected["mean"], what="mean")
+    assert_close(invstd, expected["invstd"], what="invstd")
+    assert_close(state["moving_mean"], expected["moving_mean"], what="moving_mean")
+    dy = rng.standard_normal(shape).astype(dtype)
+    dx = poisoned(shape, dtype)
+    dgamma = np.full(shape[1], np.nan, mean.dtype)
+    dbeta = np.full(shape[1], np.nan, mean.dtype)
+    pybn.batch_norm_backward(dy, inputs["data"], inputs["gamma"], mean, invstd, fix_gamma=False,
+                             dx=dx, dgamma=dgamma, dbeta=dbeta)
+    assert_gradients_close((dx, dgamma, dbeta), dy, inputs["data"], inputs["gamma"], mean,
+                           invstd, fix_gamma=False)
+
+
 # Row layout with several channel blocks (2048 positions each) but too few for one block per
 # thread (with 2 threads: >= 131072 elements, < 8 blocks): statistics over row groups, then
 # coefficients finalized channel by channel by all threads into each block's arrays.
