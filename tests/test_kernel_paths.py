@@ -54,6 +54,39 @@ def test_streamed_outputs(make_inputs, dtype_name, shape, training):
     assert_close(mean, expected["mean"], what="mean")
 
 
+def _at_offset(array, offset):
+    """A copy of `array` starting `offset` elements into a fresh buffer (NumPy's own large
+    buffers start 16 bytes past a 64-byte boundary; this reaches the other positions)."""
+    storage = np.full(array.size + 64, np.nan, dtype=array.dtype)
+    view = storage[offset:offset + array.size].reshape(array.shape)
+    view[...] = array
+    return view
+
+
+# Streamed outputs starting anywhere in a 64-byte line, runs of 1031 elements (every run then
+# starts at another position): the scalar head before the first streaming store, streamed
+# pairs of 16-bit vectors (AVX-512), a last single vector, the scalar tail.
+@pytest.mark.parametrize("offset", [0, 1, 8, 13, 24])
+@pytest.mark.parametrize("dtype_name", ["float16", "bfloat16", "float32"])
+def test_streamed_outputs_at_any_alignment(make_inputs, rng, dtype_name, offset):
+    dtype = resolve_dtype(dtype_name)
+    shape = (32 if np.dtype(dtype).itemsize == 2 else 16, 64, 1031)
+    assert np.prod(shape) * np.dtype(dtype).itemsize >= 4 << 20  # kStreamBytes in kernels.inc
+    inputs = make_inputs(shape, axis=1, dtype=dtype)
+    out = _at_offset(poisoned(shape, dtype), offset)
+    y, mean, invstd = pybn.batch_norm(inputs["data"], inputs["gamma"], inputs["beta"],
+                                      inputs["moving_mean"].copy(), inputs["moving_var"].copy(),
+                                      out=out, output_mean_var=True, fix_gamma=False)
+    expected = forward_reference(**inputs, fix_gamma=False, training=True)
+    assert_close(out, expected["y"], what="y")
+    dy = rng.standard_normal(shape).astype(dtype)
+    dx = _at_offset(poisoned(shape, dtype), (offset + 5) % 32)
+    pybn.batch_norm_backward(dy, inputs["data"], inputs["gamma"], mean, invstd, fix_gamma=False,
+                             dx=dx)
+    assert_gradients_close((dx, None, None), dy, inputs["data"], inputs["gamma"], mean, invstd,
+                           fix_gamma=False)
+
+
 # (300, 6, inner): one channel block; (40 or 41, 300, 17): three blocks of up to 120 channels
 # (rows apart in memory, read two per sweep; an odd count leaves one).
 @pytest.mark.parametrize("shape", [(300, 6, 16), (300, 6, 17), (300, 6, 49), (40, 300, 17),
