@@ -87,6 +87,39 @@ def test_streamed_outputs_at_any_alignment(make_inputs, rng, dtype_name, offset)
                            fix_gamma=False)
 
 
+def _misaligned(array):
+    """A copy of `array` one byte past an element boundary (NumPy allows such arrays; the
+    kernels must read them and write them without streaming stores, which need alignment)."""
+    storage = np.zeros(array.nbytes + array.itemsize, dtype=np.uint8)
+    view = np.frombuffer(storage.data, dtype=array.dtype, count=array.size, offset=1).reshape(array.shape)
+    view[...] = array
+    assert not view.flags.aligned
+    return view
+
+
+# Inputs and outputs not aligned to their element size, large enough to be streamed if they
+# were: NCHW-like long runs, short inner (7x7-like) and channel-last rows.
+@pytest.mark.parametrize("dtype_name", ["float16", "float32"])
+@pytest.mark.parametrize("shape,axis", [((16, 64, 1031), 1), ((40, 1024, 49), 1), ((2048, 512), 1)])
+def test_misaligned_arrays(make_inputs, rng, dtype_name, shape, axis):
+    dtype = resolve_dtype(dtype_name)
+    inputs = make_inputs(shape, axis=axis, dtype=dtype)
+    data = _misaligned(inputs["data"])
+    for training in (True, False):
+        out = _misaligned(poisoned(shape, dtype))
+        y, mean, invstd = pybn.batch_norm(data, inputs["gamma"], inputs["beta"],
+                                          inputs["moving_mean"].copy(), inputs["moving_var"].copy(),
+                                          out=out, output_mean_var=True, fix_gamma=False,
+                                          training=training)
+        expected = forward_reference(**inputs, fix_gamma=False, training=training)
+        assert_close(out, expected["y"], what=f"y (training={training})")
+    dy = _misaligned(rng.standard_normal(shape).astype(dtype))
+    dx = _misaligned(poisoned(shape, dtype))
+    pybn.batch_norm_backward(dy, data, inputs["gamma"], mean, invstd, fix_gamma=False, dx=dx)
+    assert_gradients_close((dx, None, None), dy, inputs["data"], inputs["gamma"], mean, invstd,
+                           fix_gamma=False)
+
+
 # (300, 6, inner): one channel block; (40 or 41, 300, 17): three blocks of up to 120 channels
 # (rows apart in memory, read two per sweep; an odd count leaves one).
 @pytest.mark.parametrize("shape", [(300, 6, 16), (300, 6, 17), (300, 6, 49), (40, 300, 17),
