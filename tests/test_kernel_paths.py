@@ -99,24 +99,26 @@ def _misaligned(array):
 
 # Inputs and outputs not aligned to their element size, large enough to be streamed if they
 # were: NCHW-like long runs, short inner (7x7-like) and channel-last rows.
-@pytest.mark.parametrize("dtype_name", ["float16", "float32"])
+@pytest.mark.parametrize("dtype_name", DTYPE_NAMES)
 @pytest.mark.parametrize("shape,axis", [((16, 64, 1031), 1), ((40, 1024, 49), 1), ((2048, 512), 1)])
 def test_misaligned_arrays(make_inputs, rng, dtype_name, shape, axis):
     dtype = resolve_dtype(dtype_name)
     inputs = make_inputs(shape, axis=axis, dtype=dtype)
-    data = _misaligned(inputs["data"])
+    data, gamma, beta = (_misaligned(inputs[k]) for k in ("data", "gamma", "beta"))
     for training in (True, False):
         out = _misaligned(poisoned(shape, dtype))
-        y, mean, invstd = pybn.batch_norm(data, inputs["gamma"], inputs["beta"],
-                                          inputs["moving_mean"].copy(), inputs["moving_var"].copy(),
-                                          out=out, output_mean_var=True, fix_gamma=False,
-                                          training=training)
+        moving_mean, moving_var = _misaligned(inputs["moving_mean"]), _misaligned(inputs["moving_var"])
+        y, mean, invstd = pybn.batch_norm(data, gamma, beta, moving_mean, moving_var, out=out,
+                                          output_mean_var=True, fix_gamma=False, training=training)
         expected = forward_reference(**inputs, fix_gamma=False, training=training)
         assert_close(out, expected["y"], what=f"y (training={training})")
+        assert_close(moving_var, expected["moving_var"], what=f"moving_var (training={training})")
     dy = _misaligned(rng.standard_normal(shape).astype(dtype))
     dx = _misaligned(poisoned(shape, dtype))
-    pybn.batch_norm_backward(dy, data, inputs["gamma"], mean, invstd, fix_gamma=False, dx=dx)
-    assert_gradients_close((dx, None, None), dy, inputs["data"], inputs["gamma"], mean, invstd,
+    dgamma, dbeta = (_misaligned(np.full(shape[1], np.nan, mean.dtype)) for _ in range(2))
+    pybn.batch_norm_backward(dy, data, gamma, _misaligned(mean), _misaligned(invstd),
+                             fix_gamma=False, dx=dx, dgamma=dgamma, dbeta=dbeta)
+    assert_gradients_close((dx, dgamma, dbeta), dy, inputs["data"], inputs["gamma"], mean, invstd,
                            fix_gamma=False)
 
 
