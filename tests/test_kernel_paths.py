@@ -54,6 +54,26 @@ def test_streamed_outputs(make_inputs, dtype_name, shape, training):
     assert_close(mean, expected["mean"], what="mean")
 
 
+def _check_training_and_backward(inputs, rng):
+    """Training forward (y, mean, invstd) and backward (dx, dgamma, dbeta) of `inputs` against
+    the reference; returns the updated state and the expected forward outputs."""
+    data = inputs["data"]
+    y, mean, invstd, state = _forward(inputs, training=True)
+    expected = forward_reference(**inputs, fix_gamma=False, training=True)
+    assert_close(y, expected["y"], what="y")
+    assert_close(mean, expected["mean"], what="mean")
+    assert_close(invstd, expected["invstd"], what="invstd")
+    dy = rng.standard_normal(data.shape).astype(data.dtype)
+    dx = poisoned(data.shape, data.dtype)
+    dgamma = np.full(data.shape[1], np.nan, mean.dtype)
+    dbeta = np.full(data.shape[1], np.nan, mean.dtype)
+    pybn.batch_norm_backward(dy, data, inputs["gamma"], mean, invstd, fix_gamma=False,
+                             dx=dx, dgamma=dgamma, dbeta=dbeta)
+    assert_gradients_close((dx, dgamma, dbeta), dy, data, inputs["gamma"], mean, invstd,
+                           fix_gamma=False)
+    return state, expected
+
+
 def _at_offset(array, offset):
     """A copy of `array` starting `offset` elements into a fresh buffer (NumPy's own large
     buffers start 16 bytes past a 64-byte boundary; this reaches the other positions)."""
@@ -165,22 +185,9 @@ def test_long_runs_in_channel_groups(make_inputs, dtype_name, shape):
 @pytest.mark.parametrize("shape", [(64, 20000), (40, 6000, 3)])
 @pytest.mark.parametrize("dtype_name", DTYPE_NAMES)
 def test_row_layout_fused_blocks(make_inputs, rng, dtype_name, shape):
-    dtype = resolve_dtype(dtype_name)
-    inputs = make_inputs(shape, axis=1, dtype=dtype)
-    y, mean, invstd, state = _forward(inputs, training=True)
-    expected = forward_reference(**inputs, fix_gamma=False, training=True)
-    assert_close(y, expected["y"], what="y")
-    assert_close(mean, expected["mean"], what="mean")
-    assert_close(invstd, expected["invstd"], what="invstd")
+    inputs = make_inputs(shape, axis=1, dtype=resolve_dtype(dtype_name))
+    state, expected = _check_training_and_backward(inputs, rng)
     assert_close(state["moving_mean"], expected["moving_mean"], what="moving_mean")
-    dy = rng.standard_normal(shape).astype(dtype)
-    dx = poisoned(shape, dtype)
-    dgamma = np.full(shape[1], np.nan, mean.dtype)
-    dbeta = np.full(shape[1], np.nan, mean.dtype)
-    pybn.batch_norm_backward(dy, inputs["data"], inputs["gamma"], mean, invstd, fix_gamma=False,
-                             dx=dx, dgamma=dgamma, dbeta=dbeta)
-    assert_gradients_close((dx, dgamma, dbeta), dy, inputs["data"], inputs["gamma"], mean,
-                           invstd, fix_gamma=False)
 
 
 # Row layout with several channel blocks (2048 positions each) but too few for one block per
@@ -189,18 +196,5 @@ def test_row_layout_fused_blocks(make_inputs, rng, dtype_name, shape):
 @pytest.mark.parametrize("shape", [(50, 5000), (80, 700, 3)])
 @pytest.mark.parametrize("dtype_name", DTYPE_NAMES)
 def test_row_layout_blocks_finalized_by_all_threads(make_inputs, rng, dtype_name, shape):
-    dtype = resolve_dtype(dtype_name)
-    inputs = make_inputs(shape, axis=1, dtype=dtype)
-    y, mean, invstd, state = _forward(inputs, training=True)
-    expected = forward_reference(**inputs, fix_gamma=False, training=True)
-    assert_close(y, expected["y"], what="y")
-    assert_close(mean, expected["mean"], what="mean")
-    assert_close(invstd, expected["invstd"], what="invstd")
-    dy = rng.standard_normal(shape).astype(dtype)
-    dx = poisoned(shape, dtype)
-    dgamma = np.full(shape[1], np.nan, mean.dtype)
-    dbeta = np.full(shape[1], np.nan, mean.dtype)
-    pybn.batch_norm_backward(dy, inputs["data"], inputs["gamma"], mean, invstd, fix_gamma=False,
-                             dx=dx, dgamma=dgamma, dbeta=dbeta)
-    assert_gradients_close((dx, dgamma, dbeta), dy, inputs["data"], inputs["gamma"], mean,
-                           invstd, fix_gamma=False)
+    inputs = make_inputs(shape, axis=1, dtype=resolve_dtype(dtype_name))
+    _check_training_and_backward(inputs, rng)
