@@ -12,12 +12,12 @@ from conftest import DTYPE_NAMES, poisoned, resolve_dtype
 from reference import assert_close, assert_gradients_close, forward_reference
 
 
-def _forward(inputs, **flags):
+def _forward(inputs, fix_gamma=False, **flags):
     out = poisoned(inputs["data"].shape, inputs["data"].dtype)
     state = {k: v.copy() for k, v in inputs.items()}
     y, mean, invstd = pybn.batch_norm(state["data"], state["gamma"], state["beta"],
                                       state["moving_mean"], state["moving_var"], out=out,
-                                      output_mean_var=True, fix_gamma=False, **flags)
+                                      output_mean_var=True, fix_gamma=fix_gamma, **flags)
     assert np.shares_memory(y, out)
     return y, mean, invstd, state
 
@@ -192,9 +192,46 @@ def test_row_layout_fused_blocks(make_inputs, rng, dtype_name, shape):
 
 # Row layout with several channel blocks (2048 positions each) but too few for one block per
 # thread (with 2 threads: >= 131072 elements, < 8 blocks): statistics over row groups, then
-# coefficients finalized channel by channel by all threads into each block's arrays.
+# coefficients finalized batch by batch by all threads into each block's arrays.
 @pytest.mark.parametrize("shape", [(50, 5000), (80, 700, 3)])
 @pytest.mark.parametrize("dtype_name", DTYPE_NAMES)
 def test_row_layout_blocks_finalized_by_all_threads(make_inputs, rng, dtype_name, shape):
     inputs = make_inputs(shape, axis=1, dtype=resolve_dtype(dtype_name))
     _check_training_and_backward(inputs, rng)
+
+
+# Per-channel work (statistics to coefficients, the (C,) outputs, moving statistics, dgamma and
+# dbeta) goes in batches of 256 channels (kChannelBatch): counts around and across batch
+# boundaries, in every path that finalizes channels. (3, 700): 2-D, one block, three batches,
+# the last short; (5, 600, 20): channel runs; (16, 4700): 2-D blocks of 2048 channels
+# finalized by all threads, the last block shorter; (3, 300, 2000): long runs.
+@pytest.mark.parametrize("shape", [(3, 700), (5, 600, 20), (16, 4700), (3, 300, 2000)])
+@pytest.mark.parametrize("fix_gamma", [False, True])
+@pytest.mark.parametrize("dtype_name", ["float16", "float32", "float64"])
+def test_channels_finalized_in_batches(make_inputs, rng, dtype_name, shape, fix_gamma):
+    dtype = resolve_dtype(dtype_name)
+    inputs = make_inputs(shape, axis=1, dtype=dtype)
+    for flags in (dict(training=True), dict(training=True, use_global_stats=True),
+                  dict(training=False)):
+        y, mean, invstd, state = _forward(inputs, fix_gamma=fix_gamma, **flags)
+        expected = forward_reference(**inputs, fix_gamma=fix_gamma, **flags)
+        assert_close(y, expected["y"], what=f"y {flags}")
+        assert_close(mean, expected["mean"], what=f"mean {flags}")
+        assert_close(invstd, expected["invstd"], what=f"invstd {flags}")
+        for name in ("moving_mean", "moving_var", "gamma"):
+            assert_close(state[name], expected[name], what=f"{name} {flags}")
+    _, mean, invstd, _ = _forward(inputs, training=True)
+    dy = rng.standard_normal(shape).astype(dtype)
+    dx = poisoned(shape, dtype)
+    starts = (rng.standard_normal(shape[1]).astype(mean.dtype),
+              rng.standard_normal(shape[1]).astype(mean.dtype))
+    dgamma, dbeta = starts[0].copy(), starts[1].copy()
+    for use_global_stats in (False, True):
+        dgamma[:], dbeta[:] = starts
+        pybn.batch_norm_backward(dy, inputs["data"], inputs["gamma"], mean, invstd,
+                                 fix_gamma=fix_gamma, use_global_stats=use_global_stats,
+                                 grad_req=("write", "add", "add"), dx=dx, dgamma=dgamma,
+                                 dbeta=dbeta)
+        assert_gradients_close((dx, dgamma, dbeta), dy, inputs["data"], inputs["gamma"], mean,
+                               invstd, fix_gamma=fix_gamma, use_global_stats=use_global_stats,
+                               initial=(None,) + starts)
