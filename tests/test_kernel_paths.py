@@ -203,9 +203,12 @@ def test_row_layout_blocks_finalized_by_all_threads(make_inputs, rng, dtype_name
 # Per-channel work (statistics to coefficients, the (C,) outputs, moving statistics, dgamma and
 # dbeta) goes in batches of 256 channels (kChannelBatch): counts around and across batch
 # boundaries, in every path that finalizes channels. (3, 700): 2-D, one block, three batches,
-# the last short; (5, 600, 20): channel runs; (16, 4700): 2-D blocks of 2048 channels
-# finalized by all threads, the last block shorter; (3, 300, 2000): long runs.
-@pytest.mark.parametrize("shape", [(3, 700), (5, 600, 20), (16, 4700), (3, 300, 2000)])
+# the last short; (5, 600, 20): channel runs; 2-D blocks of 2048 channels, the last one
+# shorter: (16, 4700) on one thread, (40, 5000) finalized by all threads, (8, 20000) a block
+# per thread (inference of 2-D inputs wider than a block goes the same ways); (3, 300, 2000):
+# long runs.
+@pytest.mark.parametrize("shape", [(3, 700), (5, 600, 20), (16, 4700), (40, 5000), (8, 20000),
+                                   (3, 300, 2000)])
 @pytest.mark.parametrize("fix_gamma", [False, True])
 @pytest.mark.parametrize("dtype_name", ["float16", "float32", "float64"])
 def test_channels_finalized_in_batches(make_inputs, rng, dtype_name, shape, fix_gamma):
