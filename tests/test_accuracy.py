@@ -21,35 +21,44 @@ def _check(x, axis, rtol=1e-6, y_atol=1e-4):
     np.testing.assert_allclose(y.astype(np.float64), expected["y"], rtol=0, atol=y_atol, err_msg="y")
 
 
-def _layout(data_cm, axis):
-    """data given as (C, M) -> a (4, C, M/4) NCHW-like array (axis 1) or (M, C) channel-last."""
-    if axis == 1:
-        channels, items = data_cm.shape
-        return np.ascontiguousarray(data_cm.reshape(channels, 4, items // 4).transpose(1, 0, 2))
-    return np.ascontiguousarray(data_cm.T)
+# Each layout reaches a kernel family: long runs (inner >= 512), the row layout over maps of
+# 7x7 (its pivot from the first rows of a chunk) and channel-last rows (inner 1).
+LAYOUTS = ["long_runs", "7x7_maps", "channel_last"]
 
 
-@pytest.mark.parametrize("axis", [1, -1])
+def _layout(data_cm, layout):
+    """data given as (C, M) -> (array, axis): (4, C, M/4) NCHW-like, (M/49, C, 49) with M cut
+    to a multiple of 49, or (M, C) channel-last."""
+    channels, items = data_cm.shape
+    if layout == "long_runs":
+        return np.ascontiguousarray(data_cm.reshape(channels, 4, items // 4).transpose(1, 0, 2)), 1
+    if layout == "7x7_maps":
+        maps = data_cm[:, :items - items % 49].reshape(channels, -1, 49)
+        return np.ascontiguousarray(maps.transpose(1, 0, 2)), 1
+    return np.ascontiguousarray(data_cm.T), -1
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("offset", [1e4, 1e7])
-def test_large_offsets(rng, axis, offset):
+def test_large_offsets(rng, layout, offset):
     data = offset + rng.standard_normal((3, 400_000)) * np.array([[1.0], [offset / 1e4], [0.01 * offset / 1e4]])
-    _check(_layout(data.astype(np.float32), axis), axis, y_atol=1e-4 if offset <= 1e4 else 1.0)
+    _check(*_layout(data.astype(np.float32), layout), y_atol=1e-4 if offset <= 1e4 else 1.0)
 
 
-@pytest.mark.parametrize("axis", [1, -1])
-def test_outliers_at_the_start_of_every_chunk(rng, axis):
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_outliers_at_the_start_of_every_chunk(rng, layout):
     """Kernels take a pivot from the start of each chunk; put a 1e6-sigma outlier there (and
     everywhere at a stride of 512 elements, whatever the chunk size)."""
     data = 1e4 + rng.standard_normal((2, 262_144))
     data[:, ::512] += 1e6
-    _check(_layout(data.astype(np.float32), axis), axis, y_atol=1e-4 * np.sqrt(data.var()))
+    _check(*_layout(data.astype(np.float32), layout), y_atol=1e-4 * np.sqrt(data.var()))
 
 
-@pytest.mark.parametrize("axis", [1, -1])
-def test_sorted_data(rng, axis):
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_sorted_data(rng, layout):
     """A trend: every chunk's mean is far from the next one's."""
     data = np.sort(1e4 + rng.standard_normal((2, 300_000)) * 100, axis=1)
-    _check(_layout(data.astype(np.float32), axis), axis, y_atol=1e-4 * 100)
+    _check(*_layout(data.astype(np.float32), layout), y_atol=1e-4 * 100)
 
 
 def test_constant_channels_have_zero_variance(rng):
