@@ -36,7 +36,7 @@ CASES = [
                                            # second in memory order (write_channel_runs)
     ((4, 64, 24, 24), 1, "float16"),       # long runs, 4 adjacent channels per work item
     ((512, 1024), 1, "float32"),           # 2-D: per-position coefficients set by all threads
-    ((64, 20000), 1, "float32"),           # 2-D, 10 channel blocks: a thread owns a block
+    ((64, 20000), 1, "float32"),           # 2-D, 12 channel blocks: a thread owns a block
     ((40, 6000, 3), 1, "float16"),         # inner 3, 9 blocks: a thread owns a block
 ]
 

@@ -142,7 +142,7 @@ def test_misaligned_arrays(make_inputs, rng, dtype_name, shape, axis):
                            fix_gamma=False)
 
 
-# (300, 6, inner): one channel block; (40 or 41, 300, 17): three blocks of up to 120 channels
+# (300, 6, inner): one channel block; (40 or 41, 300, 17): four blocks of 75 channels
 # (rows apart in memory, read two per sweep; an odd count leaves one).
 @pytest.mark.parametrize("shape", [(300, 6, 16), (300, 6, 17), (300, 6, 49), (40, 300, 17),
                                    (41, 300, 17)])
@@ -179,9 +179,10 @@ def test_long_runs_in_channel_groups(make_inputs, dtype_name, shape):
     assert_close(state["moving_var"], expected["moving_var"], what="moving_var")
 
 
-# Row layout with inner sizes below the vector width and enough channel blocks (2048
-# positions each) for a thread to own a block: statistics, then normalization from cache.
-# (64, 20000): 10 blocks of 2-D channels; (40, 6000, 3): 9 blocks of 682 channels of 3.
+# Row layout with inner sizes below the vector width and enough channel blocks (up to 2048
+# positions each, their count a multiple of 4) for a thread to own a block: statistics, then
+# normalization from cache. (64, 20000): 12 blocks of 1667 2-D channels, the last shorter;
+# (40, 6000, 3): 12 blocks of 500 channels of 3.
 @pytest.mark.parametrize("shape", [(64, 20000), (40, 6000, 3)])
 @pytest.mark.parametrize("dtype_name", DTYPE_NAMES)
 def test_row_layout_fused_blocks(make_inputs, rng, dtype_name, shape):
@@ -190,10 +191,11 @@ def test_row_layout_fused_blocks(make_inputs, rng, dtype_name, shape):
     assert_close(state["moving_mean"], expected["moving_mean"], what="moving_mean")
 
 
-# Row layout with several channel blocks (2048 positions each) but too few for one block per
-# thread (with 2 threads: >= 131072 elements, < 8 blocks): statistics over row groups, then
-# coefficients finalized batch by batch by all threads into each block's arrays.
-@pytest.mark.parametrize("shape", [(50, 5000), (80, 700, 3)])
+# Row layout with several channel blocks (up to 2048 positions each) but too few for one block
+# per thread (with 2 threads: >= 131072 elements, < 8 blocks): statistics over row groups,
+# then coefficients finalized batch by batch by all threads into each block's arrays.
+# (50, 5001): 4 blocks of 1251 channels, the last shorter; (80, 700, 3): 4 blocks of 175.
+@pytest.mark.parametrize("shape", [(50, 5001), (80, 700, 3)])
 @pytest.mark.parametrize("dtype_name", DTYPE_NAMES)
 def test_row_layout_blocks_finalized_by_all_threads(make_inputs, rng, dtype_name, shape):
     inputs = make_inputs(shape, axis=1, dtype=resolve_dtype(dtype_name))
@@ -203,11 +205,11 @@ def test_row_layout_blocks_finalized_by_all_threads(make_inputs, rng, dtype_name
 # Per-channel work (statistics to coefficients, the (C,) outputs, moving statistics, dgamma and
 # dbeta) goes in batches of 256 channels (kChannelBatch): counts around and across batch
 # boundaries, in every path that finalizes channels. (3, 700): 2-D, one block, three batches,
-# the last short; (5, 600, 20): channel runs; 2-D blocks of 2048 channels, the last one
-# shorter: (16, 4700) on one thread, (40, 5000) finalized by all threads, (8, 20000) a block
-# per thread (inference of 2-D inputs wider than a block goes the same ways); (3, 300, 2000):
-# long runs.
-@pytest.mark.parametrize("shape", [(3, 700), (5, 600, 20), (16, 4700), (40, 5000), (8, 20000),
+# the last short; (5, 600, 20): channel runs; 2-D blocks of 1176, 1251 and 1667 channels, the
+# last one shorter: (16, 4701) on one thread, (40, 5001) finalized by all threads, (8, 20000)
+# a block per thread (inference of 2-D inputs wider than a block goes the same ways);
+# (3, 300, 2000): long runs.
+@pytest.mark.parametrize("shape", [(3, 700), (5, 600, 20), (16, 4701), (40, 5001), (8, 20000),
                                    (3, 300, 2000)])
 @pytest.mark.parametrize("fix_gamma", [False, True])
 @pytest.mark.parametrize("dtype_name", ["float16", "float32", "float64"])
