@@ -30,14 +30,14 @@ CASES = [
     # from here on large enough (>= 2M elements) for two threads:
     ((4, 3, 512, 512), 1, "float32"),      # long runs, few channels: chunks spread over threads
     ((16, 64, 64, 32), -1, "float32"),     # channel-last, row groups spread over threads
-    ((512, 100, 7, 7), 1, "float32"),      # short inner, 3 channel blocks: fused on 1 thread,
+    ((512, 100, 7, 7), 1, "float32"),      # short inner, 4 channel blocks: fused on 1 thread,
                                            # row groups spread over threads on 2
-    ((64, 400, 7, 7), 1, "float16"),       # 16-bit short inner, 10 blocks: two passes, the
+    ((64, 400, 7, 7), 1, "float16"),       # 16-bit short inner, 12 blocks: two passes, the
                                            # second in memory order (write_channel_runs)
     ((4, 64, 24, 24), 1, "float16"),       # long runs, 4 adjacent channels per work item
     ((512, 1024), 1, "float32"),           # 2-D: per-position coefficients set by all threads
     ((64, 20000), 1, "float32"),           # 2-D, 12 channel blocks: a thread owns a block
-    ((40, 6000, 3), 1, "float16"),         # inner 3, 9 blocks: a thread owns a block
+    ((40, 6000, 3), 1, "float16"),         # inner 3, 12 blocks: a thread owns a block
 ]
 
 WORKER = r"""
