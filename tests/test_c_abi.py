@@ -24,6 +24,8 @@ def test_c_programs_through_ctest(tmp_path):
     ran = subprocess.run(["ctest", "--test-dir", str(build), "--output-on-failure"], capture_output=True, text=True)
     assert ran.returncode == 0, ran.stdout + ran.stderr
     assert "100% tests passed" in ran.stdout
+    if "test_openmp_callers built" in configure.stdout:
+        assert "test_openmp_callers" in ran.stdout
 
 
 @pytest.mark.skipif(shutil.which("nm") is None, reason="nm (binutils) is not installed")
