@@ -32,8 +32,10 @@ CASES = [
     ((16, 64, 64, 32), -1, "float32"),     # channel-last, row groups spread over threads
     ((512, 100, 7, 7), 1, "float32"),      # short inner, 4 channel blocks: fused on 1 thread,
                                            # row groups spread over threads on 2
-    ((64, 400, 7, 7), 1, "float16"),       # 16-bit short inner, 12 blocks: two passes, the
-                                           # second in memory order (write_channel_runs)
+    ((64, 400, 7, 7), 1, "float16"),       # 16-bit short inner, 12 blocks of 213 KB: a
+                                           # thread owns a block
+    ((160, 400, 7, 7), 1, "float32"),      # 12 blocks of over 1 MiB: two passes, the second
+                                           # in memory order (write_channel_runs)
     ((4, 64, 24, 24), 1, "float16"),       # long runs, 4 adjacent channels per work item
     ((512, 1024), 1, "float32"),           # 2-D: per-position coefficients set by all threads
     ((64, 20000), 1, "float32"),           # 2-D, 12 channel blocks: a thread owns a block

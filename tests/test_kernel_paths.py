@@ -179,16 +179,28 @@ def test_long_runs_in_channel_groups(make_inputs, dtype_name, shape):
     assert_close(state["moving_var"], expected["moving_var"], what="moving_var")
 
 
-# Row layout with inner sizes below the vector width and enough channel blocks (up to 2048
-# positions each, their count a multiple of 4) for a thread to own a block: statistics, then
-# normalization from cache. (64, 20000): 12 blocks of 1667 2-D channels, the last shorter;
-# (40, 6000, 3): 12 blocks of 500 channels of 3.
-@pytest.mark.parametrize("shape", [(64, 20000), (40, 6000, 3)])
+# Row layout with enough channel blocks (up to 2048 positions each, their count a multiple of
+# 4) for a thread to own a block: statistics, then normalization from cache. (64, 20000): 12
+# blocks of 1667 2-D channels, the last shorter; (40, 6000, 3): 12 blocks of 500 channels of
+# 3; (16, 400, 7, 7): 12 blocks of 34 7x7 maps (inner >= the vector width: fused while a
+# block's rows fit in half the L2, here at most 213 KB).
+@pytest.mark.parametrize("shape", [(64, 20000), (40, 6000, 3), (16, 400, 7, 7)])
 @pytest.mark.parametrize("dtype_name", DTYPE_NAMES)
 def test_row_layout_fused_blocks(make_inputs, rng, dtype_name, shape):
     inputs = make_inputs(shape, axis=1, dtype=resolve_dtype(dtype_name))
     state, expected = _check_training_and_backward(inputs, rng)
     assert_close(state["moving_mean"], expected["moving_mean"], what="moving_mean")
+
+
+# 7x7 maps in 12 blocks whose rows exceed half the L2 (kFusedBlockBytes, 1 MiB, in the forward;
+# x and dy together in the backward): statistics over row groups, then one elementwise pass in
+# memory order, although there are blocks enough for a thread to own one.
+@pytest.mark.parametrize("dtype_name", DTYPE_NAMES)
+def test_row_layout_blocks_too_large_to_fuse(make_inputs, rng, dtype_name):
+    dtype = resolve_dtype(dtype_name)
+    rows = (1 << 20) // (34 * 49 * np.dtype(dtype).itemsize) + 2
+    inputs = make_inputs((rows, 400, 7, 7), axis=1, dtype=dtype)
+    _check_training_and_backward(inputs, rng)
 
 
 # Row layout with several channel blocks (up to 2048 positions each) but too few for one block
