@@ -7,6 +7,8 @@
 
 #include <pybn/pybn.h>
 
+#include "test_tensor.h"
+
 static int failures = 0;
 #define EXPECT(cond)                                                   \
   do {                                                                 \
@@ -15,20 +17,6 @@ static int failures = 0;
       ++failures;                                                      \
     }                                                                  \
   } while (0)
-
-static pybn_tensor tensor(void *data, int bits, int ndim, const int64_t *shape, const int64_t *strides) {
-  pybn_tensor t;
-  memset(&t, 0, sizeof t);
-  t.data = data;
-  t.device.device_type = PYBN_DEVICE_CPU;
-  t.ndim = ndim;
-  t.dtype.code = PYBN_DTYPE_FLOAT;
-  t.dtype.bits = (uint8_t)bits;
-  t.dtype.lanes = 1;
-  t.shape = shape;
-  t.strides = strides;
-  return t;
-}
 
 static void test_versions(void) {
   EXPECT(pybn_version() == PYBN_VERSION);

@@ -12,6 +12,8 @@
 #include <omp.h>
 #include <pybn/pybn.h>
 
+#include "test_tensor.h"
+
 #define CALLERS 4
 #define MAX_ELEMENTS 6000
 #define MAX_CHANNELS 300
@@ -28,19 +30,6 @@ static const Case cases[] = {
     {"long runs", 3, 1, {2, 5, 600, 1}},
     {"channel-last", 3, 2, {6, 50, 7, 1}},
 };
-
-static pybn_tensor tensor(void *data, int ndim, const int64_t *shape) {
-  pybn_tensor t;
-  memset(&t, 0, sizeof t);
-  t.data = data;
-  t.device.device_type = PYBN_DEVICE_CPU;
-  t.ndim = ndim;
-  t.dtype.code = PYBN_DTYPE_FLOAT;
-  t.dtype.bits = 64;
-  t.dtype.lanes = 1;
-  t.shape = shape;
-  return t;
-}
 
 /* (outer, C, inner) of a C-contiguous shape around `axis`. */
 static void view(const Case *k, int64_t *outer, int64_t *channels, int64_t *inner) {
@@ -81,18 +70,18 @@ static int run_case(const Case *k, unsigned seed) {
     mv[c] = 1.0;
     mean[c] = invstd[c] = dgamma[c] = dbeta[c] = NAN;
   }
-  tx = tensor(x, k->ndim, k->shape);
-  ty = tensor(y, k->ndim, k->shape);
-  tdy = tensor(dy, k->ndim, k->shape);
-  tdx = tensor(dx, k->ndim, k->shape);
-  tg = tensor(gamma, 1, channel_shape);
-  tb = tensor(beta, 1, channel_shape);
-  tmm = tensor(mm, 1, channel_shape);
-  tmv = tensor(mv, 1, channel_shape);
-  tmean = tensor(mean, 1, channel_shape);
-  tinv = tensor(invstd, 1, channel_shape);
-  tdg = tensor(dgamma, 1, channel_shape);
-  tdb = tensor(dbeta, 1, channel_shape);
+  tx = tensor(x, 64, k->ndim, k->shape, NULL);
+  ty = tensor(y, 64, k->ndim, k->shape, NULL);
+  tdy = tensor(dy, 64, k->ndim, k->shape, NULL);
+  tdx = tensor(dx, 64, k->ndim, k->shape, NULL);
+  tg = tensor(gamma, 64, 1, channel_shape, NULL);
+  tb = tensor(beta, 64, 1, channel_shape, NULL);
+  tmm = tensor(mm, 64, 1, channel_shape, NULL);
+  tmv = tensor(mv, 64, 1, channel_shape, NULL);
+  tmean = tensor(mean, 64, 1, channel_shape, NULL);
+  tinv = tensor(invstd, 64, 1, channel_shape, NULL);
+  tdg = tensor(dgamma, 64, 1, channel_shape, NULL);
+  tdb = tensor(dbeta, 64, 1, channel_shape, NULL);
   pybn_params_default(&p);
   p.fix_gamma = 0;
   p.eps = eps;
