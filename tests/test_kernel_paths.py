@@ -203,13 +203,14 @@ def test_row_layout_blocks_too_large_to_fuse(make_inputs, rng, dtype_name):
     _check_training_and_backward(inputs, rng)
 
 
-# Row layout with several channel blocks (up to 2048 positions each) but too few for one block
-# per thread (with 2 threads: >= 131072 elements, < 8 blocks): statistics over row groups,
-# then coefficients finalized batch by batch by all threads into each block's arrays.
-# (50, 5001): 4 blocks of 1251 channels, the last shorter; (80, 700, 3): 4 blocks of 175.
+# Row layout with 4 channel blocks (up to 2048 positions each): (50, 5001): blocks of 1251
+# channels, the last shorter; (80, 700, 3): blocks of 175. On 1 or 2 threads a thread owns
+# blocks (two per thread on 2); with fewer than two per thread (3 threads or more) the
+# statistics go over row groups and all threads finalize coefficients batch by batch into each
+# block's arrays: test_isa runs these shapes on 3 threads too.
 @pytest.mark.parametrize("shape", [(50, 5001), (80, 700, 3)])
 @pytest.mark.parametrize("dtype_name", DTYPE_NAMES)
-def test_row_layout_blocks_finalized_by_all_threads(make_inputs, rng, dtype_name, shape):
+def test_row_layout_four_blocks(make_inputs, rng, dtype_name, shape):
     inputs = make_inputs(shape, axis=1, dtype=resolve_dtype(dtype_name))
     _check_training_and_backward(inputs, rng)
 
@@ -218,8 +219,9 @@ def test_row_layout_blocks_finalized_by_all_threads(make_inputs, rng, dtype_name
 # dbeta) goes in batches of 256 channels (kChannelBatch): counts around and across batch
 # boundaries, in every path that finalizes channels. (3, 700): 2-D, one block, three batches,
 # the last short; (5, 600, 20): channel runs; 2-D blocks of 1176, 1251 and 1667 channels, the
-# last one shorter: (16, 4701) on one thread, (40, 5001) finalized by all threads, (8, 20000)
-# a block per thread (inference of 2-D inputs wider than a block goes the same ways);
+# last one shorter: (16, 4701) on one thread, (40, 5001) 4 blocks (two per thread on 2
+# threads, finalized by all threads on 3 or more), (8, 20000) 12 blocks, owned by threads
+# (inference of 2-D inputs wider than a block goes the same ways);
 # (3, 300, 2000): long runs.
 @pytest.mark.parametrize("shape", [(3, 700), (5, 600, 20), (16, 4701), (40, 5001), (8, 20000),
                                    (3, 300, 2000)])
