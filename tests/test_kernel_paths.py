@@ -54,6 +54,24 @@ def test_streamed_outputs(make_inputs, dtype_name, shape, training):
     assert_close(mean, expected["mean"], what="mean")
 
 
+# Tensors of 64 MB or more whose channel slices fit in 400 KB: each thread prefetches its next
+# channel while normalizing the current one (kNextItemMinBytes, kPrefetchItemBytes in
+# kernels.inc), one channel per work item; 257 channels leave the threads unequal counts.
+@pytest.mark.parametrize("dtype_name,shape", [("float32", (16, 257, 64, 64)), ("float64", (8, 257, 64, 64))])
+def test_large_tensor_long_runs(make_inputs, dtype_name, shape):
+    dtype = resolve_dtype(dtype_name)
+    assert np.prod(shape) * np.dtype(dtype).itemsize >= 64 << 20
+    assert shape[0] * shape[2] * shape[3] * np.dtype(dtype).itemsize <= 400 << 10
+    inputs = make_inputs(shape, axis=1, dtype=dtype)
+    y, mean, invstd, state = _forward(inputs, training=True)
+    expected = forward_reference(**inputs, fix_gamma=False, training=True)
+    assert_close(y, expected["y"], what="y")
+    assert_close(mean, expected["mean"], what="mean")
+    assert_close(invstd, expected["invstd"], what="invstd")
+    assert_close(state["moving_mean"], expected["moving_mean"], what="moving_mean")
+    assert_close(state["moving_var"], expected["moving_var"], what="moving_var")
+
+
 def _check_training_and_backward(inputs, rng):
     """Training forward (y, mean, invstd) and backward (dx, dgamma, dbeta) of `inputs` against
     the reference; returns the updated state and the expected forward outputs."""
