@@ -41,7 +41,7 @@ CASES = [
     ((512, 1024), 1, "float32"),           # 2-D: per-position coefficients set by all threads
     ((64, 20000), 1, "float32"),           # 2-D, 12 channel blocks: a thread owns a block
     ((40, 6000, 3), 1, "float16"),         # inner 3, 12 blocks: a thread owns a block
-    ((50, 5001), 1, "float64"),            # 2-D, 4 blocks, the last shorter: owned on 1 or 2
+    ((80, 2501), 1, "float64"),            # 2-D, 4 blocks, the last shorter: owned on 1 or 2
                                            # threads, row groups over the threads on 3
     ((80, 700, 3), 1, "float16"),          # inner 3, 4 blocks: the same
 ]
