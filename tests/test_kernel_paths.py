@@ -198,11 +198,13 @@ def test_long_runs_in_channel_groups(make_inputs, dtype_name, shape):
     assert_close(state["moving_var"], expected["moving_var"], what="moving_var")
 
 
-def _row_blocks(channels, inner, dtype):
-    """(blocks, channels per block) of the row layout (RowLayout in kernels.inc): blocks of at
-    most 8 KB of compute-type values per position (2048 positions, 1024 for float64), their
-    count rounded up to a multiple of 4, the channels spread evenly over them."""
-    positions = 8192 // (8 if np.dtype(dtype).itemsize == 8 else 4)
+def _row_blocks(channels, inner, dtype, streams=1):
+    """(blocks, channels per block) of the row layout (RowLayout, block_positions in
+    kernels.inc) of the forward (streams=1) or the backward (2: x and dy): blocks of at most
+    8 KB of compute-type values per position and 8 KB of input rows, their count rounded up to
+    a multiple of 4, the channels spread evenly over them."""
+    itemsize = np.dtype(dtype).itemsize
+    positions = min(8192 // (8 if itemsize == 8 else 4), 8192 // (itemsize * streams))
     widest = max(1, min(channels, positions // inner))
     blocks = -(-channels // widest)
     if blocks > 1:
@@ -212,11 +214,12 @@ def _row_blocks(channels, inner, dtype):
 
 
 # Row layout with enough channel blocks (their count a multiple of 4) for a thread to own a
-# block: statistics, then normalization from cache. (64, 20000): 12 blocks of 1667 2-D
-# channels, the last shorter (float64: 20 of 1000); (40, 6000, 3): 12 blocks of 500 channels
-# of 3 (float64: 20 of 300); (16, 400, 7, 7): 12 blocks of 34 7x7 maps (float64: 20 of 20;
-# inner >= the vector width: fused while a block's rows fit in half the L2, here at most
-# 213 KB).
+# block: statistics, then normalization from cache. In the forward (64, 20000): 12 blocks of
+# 1667 2-D channels, the last shorter (float64: 20 of 1000); (40, 6000, 3): 12 blocks of 500
+# channels of 3 (float64: 20 of 300); (16, 400, 7, 7): 12 blocks of 34 7x7 maps (float64: 20
+# of 20; inner >= the vector width: fused while a block's rows fit in half the L2, here at
+# most 213 KB). The backward's blocks are as wide for float16, half as wide for float32 and
+# float64.
 @pytest.mark.parametrize("shape", [(64, 20000), (40, 6000, 3), (16, 400, 7, 7)])
 @pytest.mark.parametrize("dtype_name", DTYPE_NAMES)
 def test_row_layout_fused_blocks(make_inputs, rng, dtype_name, shape):
@@ -236,14 +239,17 @@ def test_row_layout_blocks_too_large_to_fuse(make_inputs, rng, dtype_name):
     blocks, per_block = _row_blocks(400, 49, dtype)
     assert blocks >= 12
     rows = (1 << 20) // (per_block * 49 * np.dtype(dtype).itemsize) + 2
+    backward_per_block = _row_blocks(400, 49, dtype, streams=2)[1]
+    assert rows * backward_per_block * 49 * np.dtype(dtype).itemsize * 2 > 1 << 20
     inputs = make_inputs((rows, 400, 7, 7), axis=1, dtype=dtype)
     _check_training_and_backward(inputs, rng)
 
 
-# Row layout with 4 channel blocks: (50, 5001): blocks of 1251 channels, the last shorter
-# (float64, with blocks half as wide: (80, 2501), blocks of 626); (80, 700, 3): blocks of 175
-# (float64 too). On 1 or 2 threads a thread owns
-# blocks (two per thread on 2); with fewer than two per thread (3 threads or more) the
+# Row layout with 4 channel blocks in the forward: (50, 5001): blocks of 1251 channels, the
+# last shorter (float64, with blocks half as wide: (80, 2501), blocks of 626); (80, 700, 3):
+# blocks of 175 (float64 too). The backward has the same blocks for float16, and for float32
+# in (80, 700, 3); 8 blocks otherwise. On 1 or 2 threads a thread owns blocks (two per
+# thread on 2); with fewer than two per thread (3 threads or more) the
 # statistics go over row groups and all threads finalize coefficients batch by batch into each
 # block's arrays: test_isa runs these shapes on 3 threads too.
 @pytest.mark.parametrize("shape", [(50, 5001), (80, 700, 3)])
