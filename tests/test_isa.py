@@ -30,18 +30,18 @@ CASES = [
     # from here on large enough (>= 2M elements) for two threads:
     ((4, 3, 512, 512), 1, "float32"),      # long runs, few channels: chunks spread over threads
     ((16, 64, 64, 32), -1, "float32"),     # channel-last, row groups spread over threads
-    ((512, 100, 7, 7), 1, "float32"),      # short inner, 4 channel blocks: a thread owns
+    ((512, 60, 7, 7), 1, "float32"),       # short inner, 4 channel blocks: a thread owns
                                            # blocks on 1 or 2 threads; on 3 (fewer than two
                                            # per thread) row groups spread over the threads
     ((64, 400, 7, 7), 1, "float16"),       # 16-bit short inner, 12 blocks of 213 KB: a
                                            # thread owns a block
-    ((160, 400, 7, 7), 1, "float32"),      # 12 blocks of over 1 MiB: two passes, the second
+    ((280, 400, 7, 7), 1, "float32"),      # 20 blocks of over 1 MiB: two passes, the second
                                            # in memory order (write_channel_runs)
     ((4, 64, 24, 24), 1, "float16"),       # long runs, 4 adjacent channels per work item
     ((512, 1024), 1, "float32"),           # 2-D: per-position coefficients set by all threads
-    ((64, 20000), 1, "float32"),           # 2-D, 12 channel blocks: a thread owns a block
+    ((64, 20000), 1, "float32"),           # 2-D, 20 channel blocks: a thread owns a block
     ((40, 6000, 3), 1, "float16"),         # inner 3, 12 blocks: a thread owns a block
-    ((80, 2501), 1, "float64"),            # 2-D, 4 blocks, the last shorter: owned on 1 or 2
+    ((160, 1251), 1, "float64"),           # 2-D, 4 blocks, the last shorter: owned on 1 or 2
                                            # threads, row groups over the threads on 3
     ((80, 700, 3), 1, "float16"),          # inner 3, 4 blocks: the same
 ]

@@ -191,13 +191,18 @@ def test_long_runs_in_channel_groups(make_inputs, dtype_name, shape):
     _check_training_forward(make_inputs(shape, axis=1, dtype=resolve_dtype(dtype_name)))
 
 
-def _row_blocks(channels, inner, dtype, streams=1):
-    """(blocks, channels per block) of the row layout (RowLayout, block_positions in
-    kernels.inc) of the forward (streams=1) or the backward (2: x and dy): blocks of at most
-    8 KB of compute-type values per position and 8 KB of input rows, their count rounded up to
-    a multiple of 4, the channels spread evenly over them."""
+def _block_positions(dtype):
+    """block_positions in kernels.inc: 2048 positions of 16-bit types, 1024 of float32, 512 of
+    float64 (8 KB of compute-type values per position array, 4 KB of each input's row)."""
     itemsize = np.dtype(dtype).itemsize
-    positions = min(8192 // (8 if itemsize == 8 else 4), 8192 // (itemsize * streams))
+    return min(8192 // (8 if itemsize == 8 else 4), 4096 // itemsize)
+
+
+def _row_blocks(channels, inner, dtype):
+    """(blocks, channels per block) of the row layout (RowLayout in kernels.inc), forward and
+    backward alike: blocks of at most _block_positions(dtype) positions, their count rounded up
+    to a multiple of 4, the channels spread evenly over them."""
+    positions = _block_positions(dtype)
     widest = max(1, min(channels, positions // inner))
     blocks = -(-channels // widest)
     if blocks > 1:
@@ -207,12 +212,11 @@ def _row_blocks(channels, inner, dtype, streams=1):
 
 
 # Row layout with enough channel blocks (their count a multiple of 4) for a thread to own a
-# block: statistics, then normalization from cache. In the forward (64, 20000): 12 blocks of
-# 1667 2-D channels, the last shorter (float64: 20 of 1000); (40, 6000, 3): 12 blocks of 500
-# channels of 3 (float64: 20 of 300); (16, 400, 7, 7): 12 blocks of 34 7x7 maps (float64: 20
-# of 20; inner >= the vector width: fused while a block's rows fit in half the L2, here at
-# most 213 KB). The backward's blocks are as wide for float16, half as wide for float32 and
-# float64.
+# block: statistics, then normalization from cache. For 16-bit types (64, 20000): 12 blocks of
+# 1667 2-D channels, the last shorter; (40, 6000, 3): 12 blocks of 500 channels of 3;
+# (16, 400, 7, 7): 12 blocks of 34 7x7 maps (inner >= the vector width: fused while a block's
+# rows fit in half the L2, here at most 213 KB); float32's blocks are half as wide (20 or
+# more), float64's a quarter (40 or more).
 @pytest.mark.parametrize("shape", [(64, 20000), (40, 6000, 3), (16, 400, 7, 7)])
 @pytest.mark.parametrize("dtype_name", DTYPE_NAMES)
 def test_row_layout_fused_blocks(make_inputs, rng, dtype_name, shape):
@@ -222,35 +226,33 @@ def test_row_layout_fused_blocks(make_inputs, rng, dtype_name, shape):
     _check_training_and_backward(inputs, rng)
 
 
-# 7x7 maps in 12 blocks whose rows exceed half the L2 (kFusedBlockBytes, 1 MiB, in the forward;
-# x and dy together in the backward): statistics over row groups, then one elementwise pass in
-# memory order, although there are blocks enough for a thread to own one.
+# 7x7 maps in 12 or more blocks whose rows exceed half the L2 (kFusedBlockBytes, 1 MiB, in the
+# forward; x and dy together in the backward): statistics over row groups, then one
+# elementwise pass in memory order, although there are blocks enough for a thread to own one.
 @pytest.mark.parametrize("dtype_name", DTYPE_NAMES)
 def test_row_layout_blocks_too_large_to_fuse(make_inputs, rng, dtype_name):
     dtype = resolve_dtype(dtype_name)
     blocks, per_block = _row_blocks(400, 49, dtype)
     assert blocks >= 12
     rows = (1 << 20) // (per_block * 49 * np.dtype(dtype).itemsize) + 2
-    backward_per_block = _row_blocks(400, 49, dtype, streams=2)[1]
-    assert rows * backward_per_block * 49 * np.dtype(dtype).itemsize * 2 > 1 << 20
     inputs = make_inputs((rows, 400, 7, 7), axis=1, dtype=dtype)
     _check_training_and_backward(inputs, rng)
 
 
-# Row layout with 4 channel blocks in the forward: (50, 5001): blocks of 1251 channels, the
-# last shorter (float64, with blocks half as wide: (80, 2501), blocks of 626); (80, 700, 3):
-# blocks of 175 (float64 too). The backward has the same blocks for float16, and for float32
-# in (80, 700, 3); 8 blocks otherwise. On 1 or 2 threads a thread owns blocks (two per
-# thread on 2); with fewer than two per thread (3 threads or more) the
-# statistics go over row groups and all threads finalize coefficients batch by batch into each
-# block's arrays: test_isa runs these shapes on 3 threads too.
-@pytest.mark.parametrize("shape", [(50, 5001), (80, 700, 3)])
+# Row layout with 4 channel blocks (2 * widest + 1 channels: 3 blocks, rounded up to 4), the
+# last shorter: 2-D, and channels of 3 (for 16-bit types (64, 4097) and (65, 1365, 3); for
+# float32 (128, 2049) and (128, 683, 3); for float64 (256, 1025) and (257, 341, 3): at least
+# 2^18 elements, enough for 2 threads). On 1 or 2 threads a thread owns blocks (two per
+# thread on 2); with fewer than two per thread (3 threads or more) the statistics go over row
+# groups and all threads finalize coefficients batch by batch into each block's arrays:
+# test_isa runs such shapes on 3 threads too.
+@pytest.mark.parametrize("inner", [1, 3])
 @pytest.mark.parametrize("dtype_name", DTYPE_NAMES)
-def test_row_layout_four_blocks(make_inputs, rng, dtype_name, shape):
+def test_row_layout_four_blocks(make_inputs, rng, dtype_name, inner):
     dtype = resolve_dtype(dtype_name)
-    if shape == (50, 5001) and dtype.itemsize == 8:
-        shape = (80, 2501)
-    assert _row_blocks(shape[1], int(np.prod(shape[2:])), dtype)[0] == 4
+    channels = 2 * (_block_positions(dtype) // inner) + 1
+    shape = (-(-(1 << 18) // (channels * inner)), channels) + ((inner,) if inner > 1 else ())
+    assert _row_blocks(channels, inner, dtype)[0] == 4
     inputs = make_inputs(shape, axis=1, dtype=dtype)
     _check_training_and_backward(inputs, rng)
 
@@ -258,10 +260,11 @@ def test_row_layout_four_blocks(make_inputs, rng, dtype_name, shape):
 # Per-channel work (statistics to coefficients, the (C,) outputs, moving statistics, dgamma and
 # dbeta) goes in batches of 256 channels (kChannelBatch): counts around and across batch
 # boundaries, in every path that finalizes channels. (3, 700): 2-D, one block, three batches,
-# the last short; (5, 600, 20): channel runs; 2-D blocks of 1176, 1251 and 1667 channels, the
-# last one shorter: (16, 4701) on one thread, (40, 5001) 4 blocks (two per thread on 2
-# threads, finalized by all threads on 3 or more), (8, 20000) 12 blocks, owned by threads
-# (inference of 2-D inputs wider than a block goes the same ways);
+# the last short; (5, 600, 20): channel runs; 2-D blocks (of 16-bit types; float32's are half
+# as wide, float64's a quarter) of 1176, 1251 and 1667 channels, the last one shorter:
+# (16, 4701) on one thread, (40, 5001) 4 blocks (two per thread on 2 threads, finalized by
+# all threads on 3 or more), (8, 20000) 12 blocks, owned by threads (inference of 2-D inputs
+# wider than a block goes the same ways);
 # (3, 300, 2000): long runs.
 @pytest.mark.parametrize("shape", [(3, 700), (5, 600, 20), (16, 4701), (40, 5001), (8, 20000),
                                    (3, 300, 2000)])
