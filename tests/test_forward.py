@@ -1,5 +1,7 @@
 """pybn.batch_norm against the float64 model (tests/reference.py) of SPEC.md "Forward"."""
 
+import decimal
+
 import numpy as np
 import pytest
 
@@ -253,6 +255,46 @@ def test_zero_moving_var_with_zero_eps_in_inference(make_inputs):
     assert np.all(np.isfinite(y))
     expected = forward_reference(**inputs, eps=0.0, training=False, fix_gamma=False)
     check_forward(inputs, expected, y, mean, invstd, state)
+
+
+def exact_inverse_sqrt(values):
+    """1 / sqrt(v) of each float64 v > 0, correctly rounded to float64 (40 decimal digits
+    through the decimal module: independent of numpy's and the platform's square root)."""
+    with decimal.localcontext() as context:
+        context.prec = 40
+        return np.array([float(1 / decimal.Decimal(float(v)).sqrt()) for v in values])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_invstd_of_any_magnitude_within_one_ulp(rng, dtype):
+    """invstd = 1 / sqrt(moving_var + eps) in inference, for variances spread over the whole
+    range of the parameter dtype (subnormals and the largest finite value included), within
+    one ulp of the correctly rounded value; 0 or +inf give 0, negatives and NaN give NaN.
+    2500 channels: the vector loops over channel batches and their tails."""
+    info = np.finfo(dtype)
+    low, high = np.log10(float(info.smallest_subnormal)), np.log10(float(info.max))
+    moving_var = (10.0 ** rng.uniform(low, high, 2500)).astype(dtype)
+    specials = [0.0, -0.0, np.inf, np.nan, -1.0, -np.inf, float(info.smallest_subnormal),
+                float(info.smallest_normal), float(info.max), 1.0, 4.0]
+    moving_var[:len(specials)] = specials
+    moving_var[moving_var == 0] = specials[0]  # 10**low may round to 0: keep it, it is a special too
+    channels = moving_var.size
+    data = rng.standard_normal((2, channels)).astype(dtype)
+    ones, zeros = np.ones(channels, dtype), np.zeros(channels, dtype)
+    out = poisoned(data.shape, dtype)
+    _, _, invstd = pybn.batch_norm(data, ones, zeros, zeros.copy(), moving_var, eps=0.0, training=False,
+                                   fix_gamma=False, output_mean_var=True, out=out)
+    assert invstd.dtype == dtype
+    d = moving_var.astype(np.float64)
+    positive = np.isfinite(d) & (d > 0)
+    assert np.all(invstd[(d == 0) | (d == np.inf)] == 0)
+    assert np.all(np.isnan(invstd[np.isnan(d) | (d < 0)]))
+    expected = exact_inverse_sqrt(d[positive])
+    if dtype == np.float32:  # from the float64 value, rounded once more to float32
+        expected = expected.astype(np.float32).astype(np.float64)
+    got = invstd[positive].astype(np.float64)
+    ulps = np.abs(got - expected) / np.spacing(expected.astype(dtype)).astype(np.float64)
+    assert ulps.max() <= 1, f"worst: {ulps.max()} ulps at moving_var {d[positive][ulps.argmax()]!r}"
 
 
 @pytest.mark.parametrize("training", [True, False])
