@@ -54,6 +54,17 @@ def test_outliers_at_the_start_of_every_chunk(rng, layout):
     _check(*_layout(data.astype(np.float32), layout), y_atol=1e-4 * np.sqrt(data.var()))
 
 
+@pytest.mark.parametrize("shape", [(32, 8192), (24, 2048), (40, 1000, 3)])
+def test_outliers_in_the_first_row_of_few_rows(rng, shape):
+    """Few rows of many channels: the row layout's chunks are then a few rows each, their
+    pivot the mean of the first rows (fewer than 16 where the chunk has few). A 300-sigma
+    outlier in row 0 of every channel: a pivot from row 0 alone misses 1e-6 (3e-6 to 6e-6)."""
+    sign = rng.choice([-1.0, 1.0], (1, shape[1]) + (1,) * (len(shape) - 2))
+    data = 1e4 + rng.standard_normal(shape)
+    data[0:1] += 300 * sign
+    _check(data.astype(np.float32), 1, y_atol=1e-4 * np.sqrt(data.var(axis=0).max()))
+
+
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_sorted_data(rng, layout):
     """A trend: every chunk's mean is far from the next one's."""
