@@ -153,6 +153,30 @@ def test_grad_req(rng, make_inputs, dtype_name, grad_req, buffers_for):
                            initial=starts)
 
 
+@pytest.mark.parametrize("flags", [dict(use_global_stats=True), dict(training=False)],
+                         ids=["use_global_stats", "inference"])
+@pytest.mark.parametrize("shape", [(6, 4, 5), (2, 3, 600), (3, 8, 7, 7), (40, 300), (4, 2100)])
+@pytest.mark.parametrize("dtype_name", ["float16", "float32", "float64"])
+def test_add_with_global_statistics(rng, make_inputs, dtype_name, shape, flags):
+    """dx = dy * invstd * g added onto dx (and dgamma, dbeta onto theirs) with the moving
+    statistics: each kernel family's elementwise pass (long runs, 7x7 channel runs, 2-D rows,
+    one block and several) in its global-statistics, accumulating form."""
+    dtype = resolve_dtype(dtype_name)
+    inputs = make_inputs(shape, dtype=dtype)
+    flags = dict(fix_gamma=False, **flags)
+    mean, invstd = forward_statistics(inputs, **flags)
+    data = inputs["data"]
+    dy = random_dy(rng, data)
+    channels = shape[1]
+    buffers = {"dx": rng.standard_normal(shape).astype(dtype),
+               "dgamma": rng.standard_normal(channels).astype(param_dtype(dtype)),
+               "dbeta": rng.standard_normal(channels).astype(param_dtype(dtype))}
+    initial = tuple(buffers[name].copy() for name in ("dx", "dgamma", "dbeta"))
+    result = pybn.batch_norm_backward(dy, data, inputs["gamma"], mean, invstd, **flags,
+                                      grad_req="add", **buffers)
+    assert_gradients_close(result, dy, data, inputs["gamma"], mean, invstd, **flags, initial=initial)
+
+
 def test_add_accumulates_over_calls(rng, make_inputs):
     """Three "add" calls on the same buffers give three times the gradient."""
     inputs = make_inputs((8, 3, 4), dtype=np.float64)
