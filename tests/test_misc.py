@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import pybn
+from conftest import assert_bitwise_equal, poisoned, random_inputs
 from reference import assert_close, assert_gradients_close, forward_reference
 
 
@@ -137,6 +138,51 @@ def test_concurrent_calls_from_threads():
         thread.join(timeout=120)
     assert not any(thread.is_alive() for thread in threads), "a thread hung"
     assert not failures, failures
+
+
+def _call_and_check(inputs, training, rng):
+    """Forward (training or inference) and backward of `inputs` into poisoned buffers, checked
+    against the reference; returns every output."""
+    data = inputs["data"]
+    state = {k: v.copy() for k, v in inputs.items()}
+    y = poisoned(data.shape, data.dtype)
+    y, mean, invstd = pybn.batch_norm(state["data"], state["gamma"], state["beta"],
+                                      state["moving_mean"], state["moving_var"], out=y,
+                                      fix_gamma=False, training=training, output_mean_var=True)
+    expected = forward_reference(**inputs, fix_gamma=False, training=training)
+    assert_close(y, expected["y"], what="y")
+    assert_close(mean, expected["mean"], what="mean")
+    assert_close(invstd, expected["invstd"], what="invstd")
+    dy = rng.standard_normal(data.shape).astype(data.dtype)
+    dx = poisoned(data.shape, data.dtype)
+    grads = pybn.batch_norm_backward(dy, data, inputs["gamma"], mean, invstd, fix_gamma=False,
+                                     use_global_stats=not training, dx=dx)
+    assert_gradients_close(grads, dy, data, inputs["gamma"], mean, invstd, fix_gamma=False,
+                           use_global_stats=not training)
+    return (y, mean, invstd, state["moving_mean"], state["moving_var"]) + tuple(grads)
+
+
+def test_scratch_reused_across_shapes(rng):
+    """The kernels' scratch comes from a buffer each calling thread keeps between calls
+    (cpp/src/cpu/scratch.hpp): a shape's results are the reference's, and bit-identical
+    whether its scratch is fresh or left over from other shapes, from calls that needed more
+    than the buffer held (and took the rest from the heap), or from one needing more than
+    the buffer may ever hold (the coefficients of 400000 channels: 4.8 MB)."""
+    cases = {
+        "tiny": ((3, 5), np.float32, True),
+        "2d": ((256, 1024), np.float16, True),
+        "maps": ((8, 300, 7, 7), np.float64, True),
+        "wide": ((1, 400000, 16), np.float32, False),
+    }
+    inputs = {name: random_inputs(rng, shape, dtype=dtype) for name, (shape, dtype, _) in cases.items()}
+    first = {}
+    for name in ["tiny", "2d", "tiny", "wide", "2d", "maps", "tiny", "wide", "maps", "2d"]:
+        outputs = _call_and_check(inputs[name], cases[name][2], np.random.default_rng(len(name)))
+        if name not in first:
+            first[name] = outputs
+        else:
+            for index, (now, then) in enumerate(zip(outputs, first[name])):
+                assert_bitwise_equal(now, then, what=f"{name} output {index}")
 
 
 def test_error_message_is_the_callers():
