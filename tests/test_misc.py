@@ -15,7 +15,8 @@ from reference import assert_close, assert_gradients_close, forward_reference
 
 def test_public_names():
     for name in ("batch_norm", "batch_norm_backward", "select_backend", "BatchNorm",
-                 "CUDNN_BN_MIN_EPSILON", "info", "get_include", "get_library"):
+                 "CUDNN_BN_MIN_EPSILON", "info", "get_include", "get_library",
+                 "cpu_scratch_bytes", "release_cpu_scratch"):
         assert hasattr(pybn, name), name
         assert name in pybn.__all__, name
 
@@ -176,8 +177,18 @@ def test_scratch_reused_across_shapes(rng):
     }
     inputs = {name: random_inputs(rng, shape, dtype=dtype) for name, (shape, dtype, _) in cases.items()}
     first = {}
-    for name in ["tiny", "2d", "tiny", "wide", "2d", "maps", "tiny", "wide", "maps", "2d"]:
+    pybn.release_cpu_scratch()
+    assert pybn.cpu_scratch_bytes() == 0
+    for step, name in enumerate(["tiny", "2d", "tiny", "wide", "2d", "maps", "release", "tiny",
+                                 "wide", "maps", "2d"]):
+        if name == "release":  # freed between calls: the next ones start from the heap again
+            pybn.release_cpu_scratch()
+            assert pybn.cpu_scratch_bytes() == 0
+            continue
         outputs = _call_and_check(inputs[name], cases[name][2], np.random.default_rng(len(name)))
+        if step > 0:  # grown to what the calls before needed (a step is a forward and a
+            # backward call, so the second finds the first's size), never past the cap
+            assert 0 < pybn.cpu_scratch_bytes() <= 4 << 20
         if name not in first:
             first[name] = outputs
         else:

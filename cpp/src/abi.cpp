@@ -5,6 +5,7 @@
 #include <new>
 #include <string>
 
+#include "cpu/scratch.hpp"
 #include "error.hpp"
 #include "plan.hpp"
 #include "pybn/pybn.h"
@@ -115,6 +116,8 @@ PYBN_API pybn_status pybn_cudnn_min_epsilon(double *eps) {
 
 PYBN_API int pybn_cpu_num_threads(void) { return cpu_num_threads(); }
 PYBN_API const char *pybn_cpu_isa(void) { return cpu_isa_name(); }
+PYBN_API size_t pybn_cpu_scratch_bytes(void) { return scratch_arena_bytes(); }
+PYBN_API void pybn_cpu_release_scratch(void) { scratch_arena_free(); }
 
 PYBN_API pybn_status pybn_forward(const pybn_params *params, const pybn_tensor *data,
                                   const pybn_tensor *gamma, const pybn_tensor *beta,

@@ -3,7 +3,8 @@
 Public API (SPEC.md "Python API"): :func:`batch_norm`, :func:`batch_norm_backward`,
 :func:`select_backend`, :class:`BatchNorm`, :data:`CUDNN_BN_MIN_EPSILON`, plus
 :func:`info`, :func:`get_include` and :func:`get_library` for programs that link the
-C library shipped inside this package.
+C library shipped inside this package, and :func:`cpu_scratch_bytes` /
+:func:`release_cpu_scratch` for the scratch memory each calling thread keeps.
 """
 from __future__ import annotations
 
@@ -20,9 +21,11 @@ __all__ = [
     "CUDNN_BN_MIN_EPSILON",
     "batch_norm",
     "batch_norm_backward",
+    "cpu_scratch_bytes",
     "get_include",
     "get_library",
     "info",
+    "release_cpu_scratch",
     "select_backend",
 ]
 
@@ -47,6 +50,21 @@ def get_library() -> str:
         if name == "pybn.dll":
             return os.path.join(_HERE, name)
     raise FileNotFoundError(f"libpybn not found in {_HERE}")
+
+
+def cpu_scratch_bytes() -> int:
+    """Bytes of scratch memory the calling thread keeps for pybn's CPU kernels.
+
+    Calls cut their scratch arrays (partial sums, coefficients) from a buffer each calling
+    thread keeps, rather than allocating: a few KB to a few hundred KB for common shapes, at
+    most 4 MB; it is freed when the thread exits or by :func:`release_cpu_scratch`.
+    """
+    return _core.cpu_scratch_bytes()
+
+
+def release_cpu_scratch() -> None:
+    """Free the calling thread's scratch buffer now (later calls allocate it again)."""
+    _core.cpu_release_scratch()
 
 
 def info() -> dict:

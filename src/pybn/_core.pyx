@@ -134,6 +134,14 @@ def cpu_isa():
     return pybn_cpu_isa().decode()
 
 
+def cpu_scratch_bytes():
+    return pybn_cpu_scratch_bytes()
+
+
+def cpu_release_scratch():
+    pybn_cpu_release_scratch()
+
+
 def cudnn_min_epsilon():
     """The cuDNN epsilon floor pybn was built with, or None without cuDNN."""
     cdef double eps = 0

@@ -83,6 +83,8 @@ cdef extern from "pybn/pybn.h" nogil:
     pybn_status pybn_cudnn_min_epsilon(double *eps)
     int pybn_cpu_num_threads()
     const char *pybn_cpu_isa()
+    size_t pybn_cpu_scratch_bytes()
+    void pybn_cpu_release_scratch()
 
     pybn_status pybn_forward(const pybn_params *params, const pybn_tensor *data,
                              const pybn_tensor *gamma, const pybn_tensor *beta,

@@ -149,8 +149,52 @@ static void test_backward_null_requests(void) {
   EXPECT(strstr(pybn_last_error(), "dbeta") != NULL);
 }
 
+/* The calling thread's scratch buffer: empty after a release, grown to what a call needed by
+ * the call after it (the first takes its scratch from the heap), at most 4 MB, and the
+ * results the same whichever memory the scratch came from. */
+static void test_scratch_buffer(void) {
+  float x[64 * 40], y[3][64 * 40], gamma[40], beta[40], mm[40], mv[40];
+  const int64_t shape[2] = {64, 40}, cshape[1] = {40};
+  pybn_tensor tx, ty, tg, tb, tmm, tmv;
+  pybn_params p;
+  int i, k;
+  for (i = 0; i < 64 * 40; ++i) x[i] = (float)(100.0 + cos(0.37 * i));
+  for (i = 0; i < 40; ++i) {
+    gamma[i] = 1.0f + 0.01f * (float)i;
+    beta[i] = -0.5f;
+  }
+  pybn_params_default(&p);
+  p.fix_gamma = 0;
+  tx = tensor(x, 32, 2, shape, NULL);
+  tg = tensor(gamma, 32, 1, cshape, NULL);
+  tb = tensor(beta, 32, 1, cshape, NULL);
+  tmm = tensor(mm, 32, 1, cshape, NULL);
+  tmv = tensor(mv, 32, 1, cshape, NULL);
+  pybn_cpu_release_scratch();
+  EXPECT(pybn_cpu_scratch_bytes() == 0);
+  for (k = 0; k < 3; ++k) {
+    for (i = 0; i < 40; ++i) {
+      mm[i] = 0.0f;
+      mv[i] = 1.0f;
+    }
+    ty = tensor(y[k], 32, 2, shape, NULL);
+    EXPECT(pybn_forward(&p, &tx, &tg, &tb, &tmm, &tmv, &ty, NULL, NULL) == PYBN_SUCCESS);
+    if (k == 1) EXPECT(pybn_cpu_scratch_bytes() > 0 && pybn_cpu_scratch_bytes() <= ((size_t)4 << 20));
+    if (k == 1) pybn_cpu_release_scratch();
+  }
+  EXPECT(memcmp(y[0], y[1], sizeof y[0]) == 0 && memcmp(y[0], y[2], sizeof y[0]) == 0);
+  for (k = 0; k < 40; ++k) { /* normalized: each channel's mean is beta */
+    double s = 0;
+    for (i = 0; i < 64; ++i) s += y[0][i * 40 + k];
+    EXPECT(fabs(s / 64 - beta[k]) < 1e-4);
+  }
+  pybn_cpu_release_scratch();
+  EXPECT(pybn_cpu_scratch_bytes() == 0);
+}
+
 int main(void) {
   test_versions();
+  test_scratch_buffer();
   test_channels_last_float64();
   test_errors_leave_buffers();
   test_backward_null_requests();

@@ -151,6 +151,13 @@ PYBN_API pybn_status pybn_cudnn_min_epsilon(double *eps);
 PYBN_API int pybn_cpu_num_threads(void);
 /* The SIMD code path the CPU backend picked at load time: "avx512", "avx2" or "baseline". */
 PYBN_API const char *pybn_cpu_isa(void);
+/* Scratch memory of the CPU backend. Each thread that calls pybn keeps the buffer its calls'
+ * scratch arrays come from (partial sums, coefficients: a few KB to a few hundred KB for
+ * common shapes, at most 4 MB), so that calls do not allocate; it is freed when the thread
+ * exits. pybn_cpu_scratch_bytes: the size of the calling thread's buffer.
+ * pybn_cpu_release_scratch: frees it now (later calls allocate it again as they need it). */
+PYBN_API size_t pybn_cpu_scratch_bytes(void);
+PYBN_API void pybn_cpu_release_scratch(void);
 
 /* ---- the operator ------------------------------------------------------------------ */
 

@@ -17,7 +17,12 @@ struct Arena {
   size_t wanted = 0;       // the largest demand of a call so far: the size to grow to
   size_t outstanding = 0;  // blocks not yet released, arena and heap together
 
-  ~Arena() { ::operator delete(base, std::align_val_t(kLine)); }
+  ~Arena() { free(); }
+  void free() noexcept {
+    ::operator delete(base, std::align_val_t(kLine));
+    base = nullptr;
+    capacity = used = demand = wanted = 0;
+  }
 
   // Between calls (nothing outstanding): grow to the largest demand seen, within the cap. A
   // failed allocation leaves the arena as it was; the heap serves what it cannot.
@@ -64,6 +69,12 @@ void scratch_release(const ScratchBlock &block) noexcept {
     a.wanted = std::max(a.wanted, a.demand);
     a.used = a.demand = 0;
   }
+}
+
+size_t scratch_arena_bytes() noexcept { return arena.capacity; }
+
+void scratch_arena_free() noexcept {
+  if (arena.outstanding == 0) arena.free();  // always so between calls
 }
 
 }  // namespace pybn

@@ -13,7 +13,8 @@
 // A call needing more than the arena holds takes the rest from the heap, and the arena grows
 // to that call's total for the next one, up to kScratchArenaMaxBytes (calls that large spend
 // milliseconds computing; the heap is cheap for them). The arena is freed when its thread
-// exits. Blocks are allocated and released on the calling thread, outside parallel regions.
+// exits, or by pybn_cpu_release_scratch(). Blocks are allocated and released on the calling
+// thread, outside parallel regions.
 #pragma once
 
 #include <cstddef>
@@ -32,5 +33,10 @@ struct ScratchBlock {
 // std::bad_alloc.
 ScratchBlock scratch_acquire(size_t bytes);
 void scratch_release(const ScratchBlock &block) noexcept;
+
+// The calling thread's arena: its size, and freeing it (between calls; it grows again as
+// calls need it). The C ABI's pybn_cpu_scratch_bytes / pybn_cpu_release_scratch.
+size_t scratch_arena_bytes() noexcept;
+void scratch_arena_free() noexcept;
 
 }  // namespace pybn
