@@ -196,6 +196,34 @@ def test_scratch_reused_across_shapes(rng):
                 assert_bitwise_equal(now, then, what=f"{name} output {index}")
 
 
+def test_scratch_buffer_is_per_thread(rng):
+    """Each calling thread has its own scratch buffer: a new thread starts with none, grows
+    its own, and releasing it leaves the other thread's as it was."""
+    inputs = random_inputs(rng, (64, 300), dtype=np.float32)
+    pybn.release_cpu_scratch()  # sized by this shape's calls only, as in the new thread below
+    _call_and_check(inputs, True, rng)  # this thread's buffer now holds the shape's scratch
+    held = pybn.cpu_scratch_bytes()
+    assert held > 0
+    seen = {}
+
+    def other():
+        try:
+            seen["start"] = pybn.cpu_scratch_bytes()
+            _call_and_check(inputs, True, np.random.default_rng(5))
+            seen["grown"] = pybn.cpu_scratch_bytes()
+            pybn.release_cpu_scratch()
+            seen["released"] = pybn.cpu_scratch_bytes()
+        except BaseException as error:  # reported below
+            seen["error"] = repr(error)
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    thread.join(timeout=60)
+    assert "error" not in seen, seen
+    assert seen == {"start": 0, "grown": held, "released": 0}
+    assert pybn.cpu_scratch_bytes() == held
+
+
 def test_error_message_is_the_callers():
     """The message of a failed call describes that call (the per-thread last error is not
     stale): two different bad calls in a row name their own arguments."""
