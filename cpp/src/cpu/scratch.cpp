@@ -2,6 +2,7 @@
 #include "scratch.hpp"
 
 #include <algorithm>
+#include <cstdint>
 #include <new>
 
 namespace pybn {
@@ -44,6 +45,7 @@ thread_local Arena arena;
 ScratchBlock scratch_acquire(size_t bytes) {
   Arena &a = arena;
   if (a.outstanding == 0) a.grow_if_wanted();
+  if (bytes > SIZE_MAX - kLine) throw std::bad_alloc();  // no size rounds up past SIZE_MAX
   const size_t rounded = (std::max<size_t>(bytes, 1) + kLine - 1) / kLine * kLine;
   ScratchBlock block;
   block.owner = &a;
