@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import pybn
-from conftest import DTYPE_NAMES, poisoned, resolve_dtype
+from conftest import DTYPE_NAMES, assert_bitwise_equal, poisoned, resolve_dtype
 from reference import assert_close, assert_gradients_close, forward_reference
 
 
@@ -158,6 +158,65 @@ def test_misaligned_arrays(make_inputs, rng, dtype_name, shape, axis):
                              fix_gamma=False, dx=dx, dgamma=dgamma, dbeta=dbeta)
     assert_gradients_close((dx, dgamma, dbeta), dy, inputs["data"], inputs["gamma"], mean, invstd,
                            fix_gamma=False)
+
+
+# Outputs small enough to stay in cache (no streaming stores), starting anywhere in a vector:
+# where the ISA has masked stores the kernels write the head up to the output's first vector
+# boundary with one and every later vector whole, and flat passes lay their coefficient
+# arrays out to match (write_elements, aligned_writes and coeff_lead in kernels.inc), where the
+# inputs start at the same position in a vector as the output. Where the buffers start must not
+# change a bit: every offset, of the output alone or of inputs and output together, gives the
+# bits of offset 0 (checked against the float64 reference), in place as well, and so does dx
+# accumulated ("add") into a buffer at any offset.
+@pytest.mark.parametrize("offset", [1, 5, 8, 15, 24, 31])
+@pytest.mark.parametrize("dtype_name", DTYPE_NAMES)
+@pytest.mark.parametrize("shape,axis", [
+    ((64, 48), 1),        # 2-D, one block, rows of whole vectors: one flat pass (write_flat)
+    ((64, 40), 1),        # 2-D, rows that are not
+    ((40, 2100), 1),      # 2-D, several blocks (per-row passes)
+    ((4, 6, 600), 1),     # long runs (inner >= 512)
+    ((16, 6, 7, 7), 1),   # short inner: the pass in memory order holds two channels per vector
+    ((6, 5, 33), -1),     # channel-last
+])
+def test_outputs_in_cache_at_any_offset(make_inputs, rng, dtype_name, shape, axis, offset):
+    dtype = resolve_dtype(dtype_name)
+    inputs = make_inputs(shape, axis=axis, dtype=dtype)
+    data = inputs["data"]
+
+    def forward(data_buffer, out, training):
+        moving = inputs["moving_mean"].copy(), inputs["moving_var"].copy()
+        pybn.batch_norm(data_buffer, inputs["gamma"], inputs["beta"], *moving, out=out,
+                        fix_gamma=False, training=training, axis=axis)
+        return out
+
+    for training in (True, False):
+        base = forward(data, _at_offset(poisoned(shape, dtype), 0), training)
+        expected = forward_reference(**inputs, fix_gamma=False, training=training, axis=axis)
+        assert_close(base, expected["y"], what=f"y (training={training})")
+        shifted = forward(data, _at_offset(poisoned(shape, dtype), offset), training)
+        assert_bitwise_equal(shifted, base, what=f"y at offset {offset} (training={training})")
+        both = forward(_at_offset(data, offset), _at_offset(poisoned(shape, dtype), offset), training)
+        assert_bitwise_equal(both, base, what=f"data and y at offset {offset}")
+        in_place = _at_offset(data, offset)
+        forward(in_place, in_place, training)
+        assert_bitwise_equal(in_place, base, what=f"in place at offset {offset}")
+
+    _, mean, invstd = pybn.batch_norm(data, inputs["gamma"], inputs["beta"],
+                                      inputs["moving_mean"].copy(), inputs["moving_var"].copy(),
+                                      output_mean_var=True, fix_gamma=False, axis=axis)
+    dy = rng.standard_normal(shape).astype(dtype)
+    start = rng.standard_normal(shape).astype(dtype)
+    grads = {}
+    for at, inputs_at in ((0, 0), (offset, 0), (offset, offset)):  # dx alone, then all three
+        dx = _at_offset(start, at)
+        pybn.batch_norm_backward(_at_offset(dy, inputs_at), _at_offset(data, inputs_at),
+                                 inputs["gamma"], mean, invstd, fix_gamma=False, axis=axis,
+                                 grad_req=("add", "null", "null"), dx=dx)
+        grads[at, inputs_at] = dx
+    for key in ((offset, 0), (offset, offset)):
+        assert_bitwise_equal(grads[key], grads[0, 0], what=f"dx added, (dx, inputs) at {key}")
+    assert_gradients_close((grads[0, 0], None, None), dy, data, inputs["gamma"], mean, invstd,
+                           fix_gamma=False, axis=axis, initial=(start, None, None))
 
 
 # (300, 6, inner): one channel block; (40 or 41, 300, 17): four blocks of 75 channels
