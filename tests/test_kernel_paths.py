@@ -66,6 +66,36 @@ def test_large_tensor_long_runs(make_inputs, dtype_name, shape):
     _check_training_forward(make_inputs(shape, axis=1, dtype=dtype))
 
 
+# Large float32 tensors whose channels (up to 800 KB) are normalized while the thread's next
+# item is summed (normalize_chunk_with_next_moments): runs of 3000 elements, so that pieces
+# end mid-run and reduction chunks (32768 elements) start mid-run; 13 channels, so that the
+# threads' last items differ in count; x and y at different positions in a line. Every
+# channel must come out bit-identical to the same channel normalized alone (another path).
+@pytest.mark.parametrize("shape", [(40, 13, 3000), (24, 26, 4111)])
+def test_items_summed_while_normalizing_match_channels_alone(make_inputs, shape):
+    inputs = make_inputs(shape, axis=1, dtype=np.float32)
+    data = _at_offset(inputs["data"], 3)
+    assert data.nbytes >= 4 << 20  # streamed (kStreamBytes in kernels.inc)
+    out = _at_offset(poisoned(shape, np.float32), 7)
+    moving_mean, moving_var = inputs["moving_mean"].copy(), inputs["moving_var"].copy()
+    y, mean, invstd = pybn.batch_norm(data, inputs["gamma"], inputs["beta"], moving_mean, moving_var,
+                                      out=out, output_mean_var=True, fix_gamma=False)
+    expected = forward_reference(**inputs, fix_gamma=False, training=True)
+    assert_close(y, expected["y"], what="y")
+    assert_close(mean, expected["mean"], what="mean")
+    assert_close(invstd, expected["invstd"], what="invstd")
+    for c in range(shape[1]):
+        alone = np.ascontiguousarray(inputs["data"][:, c:c + 1])
+        stats = [inputs[k][c:c + 1].copy() for k in ("moving_mean", "moving_var")]
+        y_c, mean_c, invstd_c = pybn.batch_norm(alone, inputs["gamma"][c:c + 1], inputs["beta"][c:c + 1],
+                                                *stats, output_mean_var=True, fix_gamma=False)
+        assert_bitwise_equal(y[:, c:c + 1], y_c, what=f"y of channel {c}")
+        assert_bitwise_equal(mean[c:c + 1], mean_c, what=f"mean of channel {c}")
+        assert_bitwise_equal(invstd[c:c + 1], invstd_c, what=f"invstd of channel {c}")
+        assert_bitwise_equal(moving_mean[c:c + 1], stats[0], what=f"moving_mean of channel {c}")
+        assert_bitwise_equal(moving_var[c:c + 1], stats[1], what=f"moving_var of channel {c}")
+
+
 def _check_training_forward(inputs):
     """Training forward of `inputs` (y, mean, invstd, the moving statistics) against the
     reference; returns pybn's (mean, invstd)."""
