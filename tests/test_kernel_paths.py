@@ -66,13 +66,15 @@ def test_large_tensor_long_runs(make_inputs, dtype_name, shape):
     _check_training_forward(make_inputs(shape, axis=1, dtype=dtype))
 
 
-# Large float32 tensors whose channels (up to 800 KB) are normalized while the thread's next
-# item is summed (normalize_chunk_with_next_moments): runs of 3000 elements, so that pieces
-# end mid-run and reduction chunks (32768 elements) start mid-run; 13 channels, so that the
-# threads' last items differ in count; x and y at different positions in a line. Every
-# channel must come out bit-identical to the same channel normalized alone (another path).
-@pytest.mark.parametrize("shape", [(40, 13, 3000), (24, 26, 4111)])
-def test_items_summed_while_normalizing_match_channels_alone(make_inputs, shape):
+# Large float32 tensors whose channels (up to 400 KB) are normalized while the thread's next
+# item is summed (normalize_chunk_with_next_moments): runs of 3000 and 4111 elements, so that
+# pieces end mid-run and reduction chunks (32768 elements) start mid-run; one channel an item
+# (13 channels: the threads' last items differ in count) and two; x and y at different
+# positions in a line. Every channel must come out bit-identical to the same channels taken
+# two at a time, small enough not to be streamed (another path; two, because a tensor of one
+# channel is read as one contiguous run, which sums in another order).
+@pytest.mark.parametrize("shape", [(32, 13, 3000), (12, 26, 4111)])
+def test_items_summed_while_normalizing_match_smaller_tensors(make_inputs, shape):
     inputs = make_inputs(shape, axis=1, dtype=np.float32)
     data = _at_offset(inputs["data"], 3)
     assert data.nbytes >= 4 << 20  # streamed (kStreamBytes in kernels.inc)
@@ -84,16 +86,20 @@ def test_items_summed_while_normalizing_match_channels_alone(make_inputs, shape)
     assert_close(y, expected["y"], what="y")
     assert_close(mean, expected["mean"], what="mean")
     assert_close(invstd, expected["invstd"], what="invstd")
-    for c in range(shape[1]):
-        alone = np.ascontiguousarray(inputs["data"][:, c:c + 1])
-        stats = [inputs[k][c:c + 1].copy() for k in ("moving_mean", "moving_var")]
-        y_c, mean_c, invstd_c = pybn.batch_norm(alone, inputs["gamma"][c:c + 1], inputs["beta"][c:c + 1],
-                                                *stats, output_mean_var=True, fix_gamma=False)
-        assert_bitwise_equal(y[:, c:c + 1], y_c, what=f"y of channel {c}")
-        assert_bitwise_equal(mean[c:c + 1], mean_c, what=f"mean of channel {c}")
-        assert_bitwise_equal(invstd[c:c + 1], invstd_c, what=f"invstd of channel {c}")
-        assert_bitwise_equal(moving_mean[c:c + 1], stats[0], what=f"moving_mean of channel {c}")
-        assert_bitwise_equal(moving_var[c:c + 1], stats[1], what=f"moving_var of channel {c}")
+    channels = shape[1]
+    for first in range(0, channels, 2):
+        pair = slice(min(first, channels - 2), min(first, channels - 2) + 2)
+        part = np.ascontiguousarray(inputs["data"][:, pair])
+        assert part.nbytes < 4 << 20  # not streamed
+        stats = [inputs[k][pair].copy() for k in ("moving_mean", "moving_var")]
+        y_part, mean_part, invstd_part = pybn.batch_norm(part, inputs["gamma"][pair], inputs["beta"][pair],
+                                                         *stats, output_mean_var=True, fix_gamma=False)
+        what = f"channels {pair.start}-{pair.stop - 1}"
+        assert_bitwise_equal(y[:, pair], y_part, what=f"y of {what}")
+        assert_bitwise_equal(mean[pair], mean_part, what=f"mean of {what}")
+        assert_bitwise_equal(invstd[pair], invstd_part, what=f"invstd of {what}")
+        assert_bitwise_equal(moving_mean[pair], stats[0], what=f"moving_mean of {what}")
+        assert_bitwise_equal(moving_var[pair], stats[1], what=f"moving_var of {what}")
 
 
 def _check_training_forward(inputs):
