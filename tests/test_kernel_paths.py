@@ -207,7 +207,10 @@ def test_misaligned_arrays(make_inputs, rng, dtype_name, shape, axis):
 @pytest.mark.parametrize("offset", [1, 5, 8, 15, 24, 31])
 @pytest.mark.parametrize("dtype_name", DTYPE_NAMES)
 @pytest.mark.parametrize("shape,axis", [
-    ((64, 48), 1),        # 2-D, one block, rows of whole vectors: one flat pass (write_flat)
+    ((64, 48), 1),        # 2-D, one block, rows of whole vectors: one flat pass (write_flat),
+                          # 16-bit types four rows at a time (write_flat_rows)
+    ((130, 96), 1),       # ... groups of four rows and a last group of one to three
+    ((300, 1024), 1),     # ... on two threads, work items of 64 rows
     ((64, 40), 1),        # 2-D, rows that are not
     ((40, 2100), 1),      # 2-D, several blocks (per-row passes)
     ((4, 6, 600), 1),     # long runs (inner >= 512)
