@@ -212,7 +212,8 @@ def test_misaligned_arrays(make_inputs, rng, dtype_name, shape, axis):
     ((130, 96), 1),       # ... groups of four rows and a last group of one to three
     ((300, 1024), 1),     # ... on two threads, work items of 64 rows
     ((64, 40), 1),        # 2-D, rows that are not
-    ((40, 2100), 1),      # 2-D, several blocks (per-row passes)
+    ((43, 2100), 1),      # 2-D, several blocks: per-row passes (16-bit types: groups of four
+                          # rows and a last group of three, write_block_rows)
     ((4, 6, 600), 1),     # long runs (inner >= 512)
     ((16, 6, 7, 7), 1),   # short inner: the pass in memory order holds two channels per vector
     ((6, 5, 33), -1),     # channel-last
