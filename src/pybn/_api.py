@@ -26,14 +26,6 @@ CUDNN_BN_MIN_EPSILON = _core.cudnn_min_epsilon()
 _GRAD_REQS = {"write": _core.GRAD_WRITE, "add": _core.GRAD_ADD, "null": _core.GRAD_NULL}
 
 
-_ndarray = np.ndarray
-
-
-def _plain(array):
-    """A NumPy array in native byte order: passed to pybn._core as it is."""
-    return type(array) is _ndarray and array.dtype.isnative
-
-
 def _as_float(value, name):
     try:
         return float(value)
@@ -112,12 +104,8 @@ def batch_norm(data, gamma, beta, moving_mean, moving_var, *, eps=1e-3, momentum
     momentum = _as_float(momentum, "momentum")
     axis = _as_axis(axis)
     batch_stats = bool(training) and not use_global_stats
-    plain = (type(data) is _ndarray and data.flags.c_contiguous and data.dtype.isnative
-             and (out is None or (type(out) is _ndarray and out.flags.c_contiguous
-                                  and out.flags.writeable and out.dtype.isnative))
-             and _plain(gamma) and _plain(beta) and _plain(moving_mean) and _plain(moving_var)
-             and (not fix_gamma or gamma.flags.writeable)
-             and (not batch_stats or (moving_mean.flags.writeable and moving_var.flags.writeable)))
+    plain = _core.plain_forward(data, out, gamma, beta, moving_mean, moving_var, fix_gamma,
+                                batch_stats)
     if plain:
         # The common NumPy call: every check of the branch below holds, nothing to adapt
         # (~2 us less per call, which shows on small tensors).
@@ -152,13 +140,12 @@ def batch_norm(data, gamma, beta, moving_mean, moving_var, *, eps=1e-3, momentum
     a = (x, gamma, beta, moving_mean, moving_var, y, mean, invstd)
     if not plain:
         a = tuple(map(spec, a))
-    _core.forward(  # positional arguments: a *-call would build its keywords into a dict
-        a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7],
-        eps=eps, momentum=momentum, fix_gamma=bool(fix_gamma),
-        use_global_stats=bool(use_global_stats), output_mean_var=bool(output_mean_var),
-        axis=axis, cudnn_off=bool(cudnn_off), training=bool(training),
-        stream=0 if plain else current_stream(x),
-    )
+    # Positional arguments, in _core.forward's order (eps, momentum, fix_gamma,
+    # use_global_stats, output_mean_var, axis, cudnn_off, training, stream): keywords, or a
+    # *-call, cost more to parse than the call of a small tensor itself.
+    _core.forward(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], eps, momentum, fix_gamma,
+                  use_global_stats, output_mean_var, axis, cudnn_off, training,
+                  0 if plain else current_stream(x))
     return (y, mean, invstd) if output_mean_var else y
 
 
@@ -188,14 +175,9 @@ def batch_norm_backward(dy, data, gamma, mean, invstd, *, fix_gamma=True,
     (dx, dgamma, dbeta), with None for each "null" request.
     """
     axis = _as_axis(axis)
-    plain = (grad_req == "write" and type(data) is _ndarray and type(dy) is _ndarray
-             and data.flags.c_contiguous and dy.flags.c_contiguous
-             and data.dtype.isnative and dy.dtype.isnative and -data.ndim <= axis < data.ndim
-             and _plain(gamma) and _plain(mean) and _plain(invstd)
-             and (dx is None or (type(dx) is _ndarray and dx.flags.c_contiguous
-                                 and dx.flags.writeable and dx.dtype.isnative))
-             and (dgamma is None or (_plain(dgamma) and dgamma.flags.writeable))
-             and (dbeta is None or (_plain(dbeta) and dbeta.flags.writeable)))
+    plain = (isinstance(grad_req, str) and grad_req == "write"
+             and _core.plain_backward(dy, data, gamma, mean, invstd, dx, dgamma, dbeta)
+             and -data.ndim <= axis < data.ndim)
     if plain:
         # The common NumPy call (see batch_norm).
         reqs = ("write", "write", "write")
@@ -243,13 +225,11 @@ def batch_norm_backward(dy, data, gamma, mean, invstd, *, fix_gamma=True,
     a = (dy, x, gamma, mean, invstd, dx_arr, dgamma_arr, dbeta_arr)
     if not plain:
         a = tuple(map(spec, a))
-    _core.backward(  # positional arguments (see batch_norm)
-        a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7],
-        fix_gamma=bool(fix_gamma), use_global_stats=bool(use_global_stats),
-        training=bool(training), axis=axis, cudnn_off=bool(cudnn_off),
-        req_data=_GRAD_REQS[reqs[0]], req_gamma=_GRAD_REQS[reqs[1]], req_beta=_GRAD_REQS[reqs[2]],
-        stream=0 if plain else current_stream(x),
-    )
+    # Positional arguments (see batch_norm): fix_gamma, use_global_stats, training, axis,
+    # cudnn_off, the three requests, stream.
+    _core.backward(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], fix_gamma, use_global_stats,
+                   training, axis, cudnn_off, _GRAD_REQS[reqs[0]], _GRAD_REQS[reqs[1]],
+                   _GRAD_REQS[reqs[2]], 0 if plain else current_stream(x))
     return dx_arr, dgamma_arr, dbeta_arr
 
 
