@@ -214,6 +214,7 @@ def test_misaligned_arrays(make_inputs, rng, dtype_name, shape, axis):
     ((64, 40), 1),        # 2-D, rows that are not
     ((43, 2100), 1),      # 2-D, several blocks: per-row passes (16-bit types: groups of four
                           # rows and a last group of three, write_block_rows)
+    ((22, 4096), 1),      # 16-bit inference flat with 4096 channels (flat_inference_channels)
     ((4, 6, 600), 1),     # long runs (inner >= 512)
     ((16, 6, 7, 7), 1),   # short inner: the pass in memory order holds two channels per vector
     ((6, 5, 33), -1),     # channel-last
