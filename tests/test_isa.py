@@ -44,6 +44,9 @@ CASES = [
     ((160, 1251), 1, "float64"),           # 2-D, 4 blocks, the last shorter: owned on 1 or 2
                                            # threads, row groups over the threads on 3
     ((80, 700, 3), 1, "float16"),          # inner 3, 4 blocks: the same
+    ((16, 8, 80, 80), 1, "float64"),       # 800 KB channels: shared by two threads on 2,
+                                           # owned by one on 1 and 3 (shared_channels)
+    ((8, 12, 120, 120), 1, "float32"),     # 460 KB float32 channels: the same
 ]
 
 WORKER = r"""

@@ -68,17 +68,21 @@ def test_large_tensor_long_runs(make_inputs, dtype_name, shape):
 
 # Large float32 tensors whose channels (up to 400 KB) are normalized while the thread's next
 # item is summed (normalize_chunk_with_next_moments): runs of 3000 and 4111 elements, so that
-# pieces end mid-run and reduction chunks (32768 elements) start mid-run; one channel an item
-# (13 channels: the threads' last items differ in count) and two; x and y at different
-# positions in a line. Every channel must come out bit-identical to the same channels taken
-# two at a time, small enough not to be streamed (another path; two, because a tensor of one
-# channel is read as one contiguous run, which sums in another order).
-@pytest.mark.parametrize("shape", [(32, 13, 3000), (12, 26, 4111)])
-def test_items_summed_while_normalizing_match_smaller_tensors(make_inputs, shape):
-    inputs = make_inputs(shape, axis=1, dtype=np.float32)
+# pieces end mid-run and reduction chunks start mid-run; one channel an item (13 channels: the
+# threads' last items differ in count) and two; x and y at different positions in a line.
+# Larger channels (float64 782 KB, float32 480 KB) are split between two threads
+# (shared_channels) when two threads run, each thread summing and normalizing half of the
+# chunks of every channel. Every channel must come out bit-identical to the same channels
+# taken two at a time, small enough not to be streamed (another path; two, because a tensor of
+# one channel is read as one contiguous run, which sums in another order).
+@pytest.mark.parametrize("dtype_name,shape", [("float32", (32, 13, 3000)), ("float32", (12, 26, 4111)),
+                                              ("float64", (16, 13, 6111)), ("float32", (24, 10, 5000))])
+def test_items_summed_while_normalizing_match_smaller_tensors(make_inputs, dtype_name, shape):
+    dtype = resolve_dtype(dtype_name)
+    inputs = make_inputs(shape, axis=1, dtype=dtype)
     data = _at_offset(inputs["data"], 3)
     assert data.nbytes >= 4 << 20  # streamed (kStreamBytes in kernels.inc)
-    out = _at_offset(poisoned(shape, np.float32), 7)
+    out = _at_offset(poisoned(shape, dtype), 7)
     moving_mean, moving_var = inputs["moving_mean"].copy(), inputs["moving_var"].copy()
     y, mean, invstd = pybn.batch_norm(data, inputs["gamma"], inputs["beta"], moving_mean, moving_var,
                                       out=out, output_mean_var=True, fix_gamma=False)
