@@ -2,7 +2,9 @@
  * its own tensors: a framework running several small batch norms at once. pybn's worksharing
  * loops must bind to pybn's own team, never to the caller's (a loop shared out among the
  * caller's threads would leave parts of each call undone). Small tensors, which pybn runs on
- * one thread, in four layouts: 2-D, 7x7 maps, long runs, channel-last. Each thread's results
+ * one thread, in four layouts: 2-D, 7x7 maps, long runs, channel-last; and one of 6.5 MB whose
+ * 800 KB channels pybn's own team of two would share between its threads (shared_channels in
+ * kernels.inc), which inside the caller's region gets a team of one. Each thread's results
  * are checked against sums computed here in double, training forward and backward. */
 #include <math.h>
 #include <stdio.h>
@@ -15,7 +17,6 @@
 #include "test_tensor.h"
 
 #define CALLERS 4
-#define MAX_ELEMENTS 6000
 #define MAX_CHANNELS 300
 
 typedef struct {
@@ -29,6 +30,7 @@ static const Case cases[] = {
     {"7x7 maps", 4, 1, {3, 40, 7, 7}},
     {"long runs", 3, 1, {2, 5, 600, 1}},
     {"channel-last", 3, 2, {6, 50, 7, 1}},
+    {"shared channels", 3, 1, {2, 8, 51200, 1}},
 };
 
 /* (outer, C, inner) of a C-contiguous shape around `axis`. */
@@ -45,8 +47,6 @@ static void view(const Case *k, int64_t *outer, int64_t *channels, int64_t *inne
  * the number of values off the double-precision reference (0: all correct). */
 static int run_case(const Case *k, unsigned seed) {
   static const double eps = 1e-3;
-  double *x = malloc(sizeof(double) * MAX_ELEMENTS), *y = malloc(sizeof(double) * MAX_ELEMENTS);
-  double *dy = malloc(sizeof(double) * MAX_ELEMENTS), *dx = malloc(sizeof(double) * MAX_ELEMENTS);
   double gamma[MAX_CHANNELS], beta[MAX_CHANNELS], mm[MAX_CHANNELS], mv[MAX_CHANNELS];
   double mean[MAX_CHANNELS], invstd[MAX_CHANNELS], dgamma[MAX_CHANNELS], dbeta[MAX_CHANNELS];
   int64_t outer, C, inner, n, c, i, size;
@@ -54,8 +54,17 @@ static int run_case(const Case *k, unsigned seed) {
   pybn_tensor tx, ty, tdy, tdx, tg, tb, tmm, tmv, tmean, tinv, tdg, tdb;
   pybn_params p;
   int bad = 0;
+  double *x, *y, *dy, *dx;
   view(k, &outer, &C, &inner);
   size = outer * C * inner;
+  x = malloc(sizeof(double) * (size_t)size);
+  y = malloc(sizeof(double) * (size_t)size);
+  dy = malloc(sizeof(double) * (size_t)size);
+  dx = malloc(sizeof(double) * (size_t)size);
+  if (x == NULL || y == NULL || dy == NULL || dx == NULL) {
+    fprintf(stderr, "out of memory\n");
+    exit(2);
+  }
   channel_shape[0] = C;
   for (i = 0; i < size; ++i) {
     seed = seed * 1103515245u + 12345u;
@@ -130,7 +139,8 @@ int main(void) {
   for (k = 0; k < sizeof cases / sizeof cases[0]; ++k) {
     int bad[CALLERS], t, rounds;
     memset(bad, 0, sizeof bad);
-    for (rounds = 0; rounds < 20; ++rounds) {
+    const int64_t elements = cases[k].shape[0] * cases[k].shape[1] * cases[k].shape[2] * cases[k].shape[3];
+    for (rounds = 0; rounds < (elements > 100000 ? 3 : 20); ++rounds) {
 #pragma omp parallel num_threads(CALLERS)
       {
         const int me = omp_get_thread_num();
