@@ -47,6 +47,9 @@ CASES = [
     ((16, 8, 80, 80), 1, "float64"),       # 800 KB channels: shared by two threads on 2,
                                            # owned by one on 1 and 3 (shared_channels)
     ((8, 12, 120, 120), 1, "float32"),     # 460 KB float32 channels: the same
+    ((128, 16, 28, 28), 1, "float32"),     # 400 KB channels of 3 KB runs: two channels an
+                                           # item, shared by two threads on 2
+    ((64, 24, 28, 28), 1, "float32"),      # 200 KB channels: four an item, the same
 ]
 
 WORKER = r"""

@@ -72,11 +72,14 @@ def test_large_tensor_long_runs(make_inputs, dtype_name, shape):
 # threads' last items differ in count) and two; x and y at different positions in a line.
 # Larger channels (float64 782 KB, float32 480 KB) are split between two threads
 # (shared_channels) when two threads run, each thread summing and normalizing half of the
-# chunks of every channel. Every channel must come out bit-identical to the same channels
+# chunks of every channel; so are items of two or four channels whose runs are short (784
+# elements: float32 and float64 channels of 400 KB, float32 of 200 KB). Every channel must come out bit-identical to the same channels
 # taken two at a time, small enough not to be streamed (another path; two, because a tensor of
 # one channel is read as one contiguous run, which sums in another order).
 @pytest.mark.parametrize("dtype_name,shape", [("float32", (32, 13, 3000)), ("float32", (12, 26, 4111)),
-                                              ("float64", (16, 13, 6111)), ("float32", (24, 10, 5000))])
+                                              ("float64", (16, 13, 6111)), ("float32", (24, 10, 5000)),
+                                              ("float32", (128, 16, 784)), ("float64", (64, 12, 784)),
+                                              ("float32", (64, 24, 784))])
 def test_items_summed_while_normalizing_match_smaller_tensors(make_inputs, dtype_name, shape):
     dtype = resolve_dtype(dtype_name)
     inputs = make_inputs(shape, axis=1, dtype=dtype)
