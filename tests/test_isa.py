@@ -50,6 +50,10 @@ CASES = [
     ((128, 16, 28, 28), 1, "float32"),     # 400 KB channels of 3 KB runs: two channels an
                                            # item, shared by two threads on 2
     ((64, 24, 28, 28), 1, "float32"),      # 200 KB channels: four an item, the same
+    ((256, 1024), 1, "float16"),           # 2-D in cache: column strips, two reduction chunks
+    ((48, 1000), 1, "float16"),            # strips ending in part of a vector (masked on
+    ((100, 777), 1, "float32"),            # AVX-512, element by element elsewhere)
+    ((64, 1000), 1, "float64"),
 ]
 
 WORKER = r"""

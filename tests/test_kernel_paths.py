@@ -404,3 +404,57 @@ def test_channels_finalized_in_batches(make_inputs, rng, dtype_name, shape, fix_
         assert_gradients_close((dx, dgamma, dbeta), dy, inputs["data"], inputs["gamma"], mean,
                                invstd, fix_gamma=fix_gamma, use_global_stats=use_global_stats,
                                initial=(None,) + starts)
+
+
+# 2-D inputs in cache go strip by strip (column strips in kernels.inc): strips of 64 16-bit or
+# float32 channels or 32 float64 ones, down all rows; where rows are whole 64-byte lines the
+# first strip runs to the output's first line boundary, so it and the last one end in a part
+# of a vector (masked where the ISA has masks); the row layout's reduction chunks (two in
+# float16 256x1024 and float32 128x2048). Against the reference at offset 0, and bit for bit
+# at every other offset of the outputs (forward, and dx written and added), which moves the
+# strip boundaries; the same for the inputs moved along with them.
+@pytest.mark.parametrize("dtype_name", DTYPE_NAMES)
+@pytest.mark.parametrize("shape", [(256, 1024), (128, 2048), (64, 1000), (33, 777), (1, 4096), (16, 320)])
+def test_column_strips(make_inputs, rng, dtype_name, shape):
+    dtype = resolve_dtype(dtype_name)
+    inputs = make_inputs(shape, axis=1, dtype=dtype)
+    data, gamma = inputs["data"], inputs["gamma"]
+    dy = rng.standard_normal(shape).astype(dtype)
+    start = rng.standard_normal(shape).astype(dtype)
+    itemsize = np.dtype(dtype).itemsize
+    cases = [(flags, req) for flags in (dict(training=True), dict(training=False),
+                                        dict(training=True, use_global_stats=True))
+             for req in ("write", "add")]
+    base = {}
+    for offset, inputs_offset in ((0, 0), (16 // itemsize, 0), (32 // itemsize, 0), (48 // itemsize, 0),
+                                  (3, 0), (16 // itemsize, 16 // itemsize)):
+        x, g = _at_offset(data, inputs_offset), _at_offset(dy, inputs_offset)
+        for flags, req in cases:
+            moving = inputs["moving_mean"].copy(), inputs["moving_var"].copy()
+            out = _at_offset(poisoned(shape, dtype), offset)
+            y, mean, invstd = pybn.batch_norm(x, gamma, inputs["beta"], *moving, out=out,
+                                              output_mean_var=True, fix_gamma=False, **flags)
+            use_global = not flags["training"] or flags.get("use_global_stats", False)
+            dx = _at_offset(start if req == "add" else poisoned(shape, dtype), offset)
+            dgamma = np.full(shape[1], np.nan, mean.dtype)
+            dbeta = np.full(shape[1], np.nan, mean.dtype)
+            pybn.batch_norm_backward(g, x, gamma, mean, invstd, fix_gamma=False, use_global_stats=use_global,
+                                     grad_req=(req, "write", "write"), dx=dx, dgamma=dgamma, dbeta=dbeta)
+            results = dict(y=y, mean=mean, invstd=invstd, moving_mean=moving[0], moving_var=moving[1],
+                           dx=dx, dgamma=dgamma, dbeta=dbeta)
+            key = (tuple(sorted(flags.items())), req)
+            what = f"{flags} dx {req}, outputs at {offset}, inputs at {inputs_offset}"
+            if offset == 0:
+                expected = forward_reference(**inputs, fix_gamma=False, **flags)
+                for name in ("y", "moving_mean", "moving_var"):
+                    assert_close(results[name], expected[name], what=f"{name}, {what}")
+                if flags["training"] and not use_global:
+                    assert_close(mean, expected["mean"], what=f"mean, {what}")
+                    assert_close(invstd, expected["invstd"], what=f"invstd, {what}")
+                assert_gradients_close((dx, dgamma, dbeta), dy, data, gamma, mean, invstd, fix_gamma=False,
+                                       use_global_stats=use_global,
+                                       initial=(start if req == "add" else None, None, None))
+                base[key] = results
+            else:
+                for name, value in results.items():
+                    assert_bitwise_equal(value, base[key][name], what=f"{name}, {what}")

@@ -199,7 +199,8 @@ def test_scratch_reused_across_shapes(rng):
 def test_scratch_buffer_is_per_thread(rng):
     """Each calling thread has its own scratch buffer: a new thread starts with none, grows
     its own, and releasing it leaves the other thread's as it was."""
-    inputs = random_inputs(rng, (64, 300), dtype=np.float32)
+    # (a row-layout shape: 2-D inputs in cache go strip by strip, with no scratch)
+    inputs = random_inputs(rng, (64, 100, 3), dtype=np.float32)
     pybn.release_cpu_scratch()  # sized by this shape's calls only, as in the new thread below
     _call_and_check(inputs, True, rng)  # this thread's buffer now holds the shape's scratch
     held = pybn.cpu_scratch_bytes()
