@@ -16,7 +16,8 @@ from reference import assert_close, assert_gradients_close, forward_reference
 def test_public_names():
     for name in ("batch_norm", "batch_norm_backward", "select_backend", "BatchNorm",
                  "CUDNN_BN_MIN_EPSILON", "info", "get_include", "get_library",
-                 "cpu_scratch_bytes", "release_cpu_scratch"):
+                 "cpu_scratch_bytes", "release_cpu_scratch", "host_cache_bytes",
+                 "host_cache_limit", "set_host_cache_limit", "release_host_cache"):
         assert hasattr(pybn, name), name
         assert name in pybn.__all__, name
 

@@ -7,6 +7,7 @@
 
 #include "cpu/scratch.hpp"
 #include "error.hpp"
+#include "host_memory.hpp"
 #include "plan.hpp"
 #include "pybn/pybn.h"
 
@@ -118,6 +119,28 @@ PYBN_API int pybn_cpu_num_threads(void) { return cpu_num_threads(); }
 PYBN_API const char *pybn_cpu_isa(void) { return cpu_isa_name(); }
 PYBN_API size_t pybn_cpu_scratch_bytes(void) { return scratch_arena_bytes(); }
 PYBN_API void pybn_cpu_release_scratch(void) { scratch_arena_free(); }
+
+PYBN_API pybn_status pybn_host_alloc(size_t bytes, void **ptr) {
+  return guarded([&] {
+    if (!ptr) fail_value("ptr (the output pointer) is NULL");
+    *ptr = host_allocate(bytes);
+    if (!*ptr) throw Error(PYBN_ERROR_OUT_OF_MEMORY, "out of host memory: " + std::to_string(bytes) + " bytes");
+  });
+}
+
+PYBN_API pybn_status pybn_host_realloc(void *ptr, size_t bytes, void **new_ptr) {
+  return guarded([&] {
+    if (!new_ptr) fail_value("new_ptr (the output pointer) is NULL");
+    *new_ptr = host_reallocate(ptr, bytes);
+    if (!*new_ptr) throw Error(PYBN_ERROR_OUT_OF_MEMORY, "out of host memory: " + std::to_string(bytes) + " bytes");
+  });
+}
+
+PYBN_API void pybn_host_free(void *ptr) { host_free(ptr); }
+PYBN_API size_t pybn_host_cache_bytes(void) { return host_cache_idle_bytes(); }
+PYBN_API size_t pybn_host_cache_limit(void) { return host_cache_limit(); }
+PYBN_API void pybn_host_cache_set_limit(size_t bytes) { host_cache_set_limit(bytes); }
+PYBN_API void pybn_host_cache_release(void) { host_cache_release(); }
 
 PYBN_API pybn_status pybn_forward(const pybn_params *params, const pybn_tensor *data,
                                   const pybn_tensor *gamma, const pybn_tensor *beta,

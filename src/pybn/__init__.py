@@ -4,10 +4,13 @@ Public API (SPEC.md "Python API"): :func:`batch_norm`, :func:`batch_norm_backwar
 :func:`select_backend`, :class:`BatchNorm`, :data:`CUDNN_BN_MIN_EPSILON`, plus
 :func:`info`, :func:`get_include` and :func:`get_library` for programs that link the
 C library shipped inside this package, and :func:`cpu_scratch_bytes` /
-:func:`release_cpu_scratch` for the scratch memory each calling thread keeps.
+:func:`release_cpu_scratch` for the scratch memory each calling thread keeps, and
+:func:`host_cache_bytes`, :func:`host_cache_limit`, :func:`set_host_cache_limit` and
+:func:`release_host_cache` for the cache of large output blocks.
 """
 from __future__ import annotations
 
+import operator
 import os
 
 from . import _core
@@ -24,9 +27,13 @@ __all__ = [
     "cpu_scratch_bytes",
     "get_include",
     "get_library",
+    "host_cache_bytes",
+    "host_cache_limit",
     "info",
     "release_cpu_scratch",
+    "release_host_cache",
     "select_backend",
+    "set_host_cache_limit",
 ]
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -67,6 +74,38 @@ def release_cpu_scratch() -> None:
     _core.cpu_release_scratch()
 
 
+def host_cache_bytes() -> int:
+    """Bytes of idle memory pybn keeps for large outputs.
+
+    Outputs pybn allocates (``out=None``, ``dx=None``) of 4 MiB and more come from the C
+    library's host memory (``pybn_host_alloc``): when such an array is freed its block is
+    kept, pages mapped, for the next output of the same size class (2 MiB steps), which then
+    skips the page faults a fresh block costs (they can take longer than the normalization).
+    Idle blocks beyond :func:`host_cache_limit` are freed, the longest idle first.
+    """
+    return _core.host_cache_bytes()
+
+
+def host_cache_limit() -> int:
+    """The most idle bytes the output cache keeps: ``PYBN_HOST_CACHE_MB`` MiB from the
+    environment when set, else 1 GiB, or what :func:`set_host_cache_limit` set."""
+    return _core.host_cache_limit()
+
+
+def set_host_cache_limit(nbytes: int) -> None:
+    """Set the output cache's limit on idle bytes, freeing idle blocks above it now; 0 turns
+    the cache off."""
+    nbytes = operator.index(nbytes)
+    if nbytes < 0:
+        raise ValueError(f"the host cache limit must be >= 0 bytes, got {nbytes}")
+    _core.host_cache_set_limit(nbytes)
+
+
+def release_host_cache() -> None:
+    """Free every idle block of the output cache now (the limit stays)."""
+    _core.host_cache_release()
+
+
 def info() -> dict:
     """What this pybn is: version, backends built and available, CPU threads and SIMD path."""
     return {
@@ -77,6 +116,8 @@ def info() -> dict:
         "omp_threads": _core.cpu_num_threads(),
         "cpu_isa": _core.cpu_isa(),
         "cudnn_min_epsilon": CUDNN_BN_MIN_EPSILON,
+        "host_cache_bytes": host_cache_bytes(),
+        "host_cache_limit": host_cache_limit(),
         "library": get_library(),
         "include": get_include(),
     }

@@ -42,6 +42,8 @@ def _print_info():
         print(f"  backend {name:6s} {status}")
     print(f"  cpu: {facts['omp_threads']} OpenMP thread(s), SIMD path {facts['cpu_isa']}")
     print(f"  cuDNN minimum epsilon: {facts['cudnn_min_epsilon']}")
+    print(f"  host cache for large outputs: {facts['host_cache_bytes'] / 2**20:.0f} MiB idle, "
+          f"limit {facts['host_cache_limit'] / 2**20:.0f} MiB")
     print(f"  library: {facts['library']}")
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._core import dtype_fields
+from ._core import dtype_fields, host_empty_like
 
 DEVICE_CUDA = 2  # DLPack kDLCUDA
 
@@ -90,9 +90,18 @@ def same_layout(a, b) -> bool:
     )
 
 
+def empty_like(arr, dtype=None):
+    """np.empty_like for outputs: host arrays of 4 MiB and more take their memory from the C
+    library's cache of large blocks (pybn_host_alloc), which a fresh output would otherwise pay
+    for in page faults on every call; CUDA arrays come from their own module."""
+    if isinstance(arr, np.ndarray):
+        return host_empty_like(arr, dtype)
+    return array_module(arr).empty_like(arr, dtype=dtype)
+
+
 def copy_into_layout(src, template):
     """A copy of src laid out in memory like template (which must be dense)."""
-    out = array_module(template).empty_like(template, dtype=src.dtype)
+    out = empty_like(template, dtype=src.dtype)
     out[...] = src
     return out
 

@@ -8,7 +8,11 @@ Arrays arrive from pybn/_arrays.py either as NumPy arrays, read here through the
 ``(address, device_type, device_id, dtype_code, dtype_bits, shape, strides_in_elements)``;
 None stands for an absent optional tensor.
 """
-from libc.stdint cimport int64_t, uintptr_t
+from libc.stdint cimport int64_t, uint8_t, uintptr_t
+from libc.string cimport memset, strcpy
+from cpython.ref cimport Py_INCREF
+
+import numpy as np
 
 cimport numpy as cnp
 
@@ -161,6 +165,102 @@ def cpu_scratch_bytes():
 
 def cpu_release_scratch():
     pybn_cpu_release_scratch()
+
+
+# ---- NumPy outputs in pybn's host memory -------------------------------------------------------
+# Large outputs are allocated by NumPy itself (PyArray_NewLikeArray: np.empty_like's layout
+# rules, an array that owns its data) but through a NumPy memory handler (NEP 49) whose
+# functions are pybn_host_alloc and friends, so that their blocks come from and go back to the
+# C library's cache (pybn.h, "host memory for outputs"). The handler is installed only around
+# that one allocation; the array keeps it for its free.
+
+cdef extern from "numpy/arrayobject.h":
+    ctypedef struct PyDataMemAllocator:
+        void *ctx
+        void *(*malloc)(void *ctx, size_t size) noexcept nogil
+        void *(*calloc)(void *ctx, size_t nelem, size_t elsize) noexcept nogil
+        void *(*realloc)(void *ctx, void *ptr, size_t new_size) noexcept nogil
+        void (*free)(void *ctx, void *ptr, size_t size) noexcept nogil
+    ctypedef struct PyDataMem_Handler:
+        char name[127]
+        uint8_t version
+        PyDataMemAllocator allocator
+    object PyDataMem_SetHandler(object handler)
+    object PyArray_NewLikeArray(cnp.ndarray prototype, cnp.NPY_ORDER order,
+                                cnp.PyArray_Descr *descr, int subok)
+
+cdef extern from "Python.h":
+    object PyCapsule_New(void *pointer, const char *name, void *destructor)
+
+
+cdef void *host_malloc(void *ctx, size_t size) noexcept nogil:
+    cdef void *p = NULL
+    pybn_host_alloc(size, &p)
+    return p
+
+
+cdef void *host_calloc(void *ctx, size_t nelem, size_t elsize) noexcept nogil:
+    cdef void *p = NULL
+    if elsize != 0 and nelem > (<size_t>-1) // elsize:
+        return NULL
+    if pybn_host_alloc(nelem * elsize, &p) == PYBN_SUCCESS:
+        memset(p, 0, nelem * elsize)
+    return p
+
+
+cdef void *host_realloc(void *ctx, void *ptr, size_t new_size) noexcept nogil:
+    cdef void *p = NULL
+    pybn_host_realloc(ptr, new_size, &p)
+    return p
+
+
+cdef void host_free(void *ctx, void *ptr, size_t size) noexcept nogil:
+    pybn_host_free(ptr)
+
+
+cdef PyDataMem_Handler host_handler
+strcpy(host_handler.name, b"pybn_host")  # the name np.lib.get_handler_name reports
+host_handler.version = 1
+host_handler.allocator.ctx = NULL
+host_handler.allocator.malloc = host_malloc
+host_handler.allocator.calloc = host_calloc
+host_handler.allocator.realloc = host_realloc
+host_handler.allocator.free = host_free
+# NumPy looks the handler up by this capsule name; the struct lives as long as the module, which
+# is never unloaded.
+cdef object host_handler_capsule = PyCapsule_New(&host_handler, "mem_handler", NULL)
+HOST_CACHE_MIN_BYTES = PYBN_HOST_CACHE_MIN_BYTES
+
+
+def host_empty_like(cnp.ndarray prototype, dtype=None):
+    """np.empty_like(prototype, dtype): same layout rules; memory from pybn's host cache for
+    arrays of at least PYBN_HOST_CACHE_MIN_BYTES (NumPy's own allocator below that)."""
+    cdef cnp.dtype descr = prototype.dtype if dtype is None else np.dtype(dtype)
+    cdef Py_ssize_t nbytes = cnp.PyArray_SIZE(prototype) * descr.itemsize
+    Py_INCREF(descr)  # PyArray_NewLikeArray steals a reference to the descriptor
+    if nbytes < <Py_ssize_t>PYBN_HOST_CACHE_MIN_BYTES:
+        return PyArray_NewLikeArray(prototype, cnp.NPY_KEEPORDER, <cnp.PyArray_Descr *>descr, 1)
+    previous = PyDataMem_SetHandler(host_handler_capsule)
+    try:
+        return PyArray_NewLikeArray(prototype, cnp.NPY_KEEPORDER, <cnp.PyArray_Descr *>descr, 1)
+    finally:
+        PyDataMem_SetHandler(previous)
+
+
+def host_cache_bytes():
+    return pybn_host_cache_bytes()
+
+
+def host_cache_limit():
+    return pybn_host_cache_limit()
+
+
+def host_cache_set_limit(size_t limit):
+    pybn_host_cache_set_limit(limit)
+
+
+def host_cache_release():
+    pybn_host_cache_release()
 
 
 def cudnn_min_epsilon():

@@ -86,6 +86,15 @@ cdef extern from "pybn/pybn.h" nogil:
     size_t pybn_cpu_scratch_bytes()
     void pybn_cpu_release_scratch()
 
+    size_t PYBN_HOST_CACHE_MIN_BYTES
+    pybn_status pybn_host_alloc(size_t bytes, void **ptr)
+    pybn_status pybn_host_realloc(void *ptr, size_t bytes, void **new_ptr)
+    void pybn_host_free(void *ptr)
+    size_t pybn_host_cache_bytes()
+    size_t pybn_host_cache_limit()
+    void pybn_host_cache_set_limit(size_t bytes)
+    void pybn_host_cache_release()
+
     pybn_status pybn_forward(const pybn_params *params, const pybn_tensor *data,
                              const pybn_tensor *gamma, const pybn_tensor *beta,
                              const pybn_tensor *moving_mean, const pybn_tensor *moving_var,

@@ -192,8 +192,73 @@ static void test_scratch_buffer(void) {
   EXPECT(pybn_cpu_scratch_bytes() == 0);
 }
 
+/* Host memory: alignment, realloc keeping contents, and the cache of large blocks: a large
+ * block given back is handed out again for the same size class (not for another), the idle
+ * bytes are counted and capped by the limit, and release / a zero limit free them. */
+static void test_host_memory(void) {
+  const size_t big = PYBN_HOST_CACHE_MIN_BYTES + 12345, other = 3 * PYBN_HOST_CACHE_MIN_BYTES;
+  const size_t old_limit = pybn_host_cache_limit();
+  void *small = NULL, *grown = NULL, *a = NULL, *b = NULL, *c = NULL, *d = NULL;
+  unsigned char *bytes;
+  size_t i, idle;
+  int ok = 1;
+
+  EXPECT(pybn_host_alloc(100, NULL) == PYBN_ERROR_INVALID_VALUE && strlen(pybn_last_error()) > 0);
+  EXPECT(pybn_host_alloc(0, &small) == PYBN_SUCCESS && small != NULL);
+  pybn_host_free(small);
+  pybn_host_free(NULL);
+
+  EXPECT(pybn_host_alloc(1000, &small) == PYBN_SUCCESS && ((uintptr_t)small % 64) == 0);
+  bytes = (unsigned char *)small;
+  for (i = 0; i < 1000; ++i) bytes[i] = (unsigned char)(i * 7);
+  /* grown past the cache's threshold, then shrunk back: the contents come along */
+  EXPECT(pybn_host_realloc(small, big, &grown) == PYBN_SUCCESS && ((uintptr_t)grown % 4096) == 0);
+  bytes = (unsigned char *)grown;
+  for (i = 0; i < 1000; ++i) ok &= bytes[i] == (unsigned char)(i * 7);
+  bytes[big - 1] = 42;
+  EXPECT(pybn_host_realloc(grown, 500, &small) == PYBN_SUCCESS);
+  bytes = (unsigned char *)small;
+  for (i = 0; i < 500; ++i) ok &= bytes[i] == (unsigned char)(i * 7);
+  EXPECT(ok);
+  pybn_host_free(small);
+
+  pybn_host_cache_set_limit((size_t)64 << 20);
+  pybn_host_cache_release();
+  EXPECT(pybn_host_cache_bytes() == 0);
+  EXPECT(pybn_host_alloc(big, &a) == PYBN_SUCCESS && ((uintptr_t)a % 4096) == 0);
+  memset(a, 1, big); /* every page really there */
+  pybn_host_free(a);
+  idle = pybn_host_cache_bytes();
+  EXPECT(idle >= big && idle % ((size_t)2 << 20) == 0);
+  EXPECT(pybn_host_alloc(other, &c) == PYBN_SUCCESS && c != a); /* another size class */
+  EXPECT(pybn_host_cache_bytes() == idle);
+  EXPECT(pybn_host_alloc(big - 5000, &b) == PYBN_SUCCESS && b == a); /* same class: reused */
+  EXPECT(pybn_host_cache_bytes() == 0);
+  /* a realloc within the block's class keeps it in place */
+  EXPECT(pybn_host_realloc(b, big + 1000, &d) == PYBN_SUCCESS && d == b);
+  pybn_host_free(d);
+  pybn_host_free(c);
+  EXPECT(pybn_host_cache_bytes() > idle);
+  /* a limit below what is idle frees the longest idle block (d's) first */
+  pybn_host_cache_set_limit(pybn_host_cache_bytes() - 1);
+  EXPECT(pybn_host_cache_bytes() > 0 && pybn_host_cache_bytes() < idle + other);
+  EXPECT(pybn_host_alloc(other, &c) == PYBN_SUCCESS);
+  EXPECT(pybn_host_cache_bytes() == 0);
+  pybn_host_free(c);
+  pybn_host_cache_release();
+  EXPECT(pybn_host_cache_bytes() == 0);
+  /* limit 0: nothing is kept */
+  pybn_host_cache_set_limit(0);
+  EXPECT(pybn_host_cache_limit() == 0);
+  EXPECT(pybn_host_alloc(big, &a) == PYBN_SUCCESS);
+  pybn_host_free(a);
+  EXPECT(pybn_host_cache_bytes() == 0);
+  pybn_host_cache_set_limit(old_limit);
+}
+
 int main(void) {
   test_versions();
+  test_host_memory();
   test_scratch_buffer();
   test_channels_last_float64();
   test_errors_leave_buffers();

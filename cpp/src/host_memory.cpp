@@ -1,0 +1,234 @@
+// Host memory for outputs: the cache of large blocks behind pybn_host_alloc (see pybn.h for
+// the contract, abi.cpp for the entry points).
+//
+// Why a cache: the kernels write a 103 MB float32 output in ~5 ms, but a block fresh from the
+// system is faulted in page by page on that first write, the system zeroing every page: ~15 ms
+// more on our 2-core machine, even with huge pages. glibc returns blocks this large to the
+// system on free (its mmap threshold tops out at 32 MB), so a loop allocating an output per
+// call pays that every time. Kept blocks skip it from the second call on.
+//
+// Every block has a 64-byte header just before its data, so that free and realloc need no
+// table: small blocks (under PYBN_HOST_CACHE_MIN_BYTES) come from aligned operator new with
+// the header in front; large ones are a whole number of huge pages (their size class), the
+// data one 4 KB page in (page-aligned like NumPy's large arrays, the header at its end).
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <new>
+#include <vector>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
+#include "host_memory.hpp"
+
+#include "pybn/pybn.h"
+
+namespace pybn {
+namespace {
+
+constexpr size_t kHeaderBytes = 64;
+constexpr size_t kLargeOffset = 4096;             // data offset in a large block
+constexpr size_t kSizeClass = size_t(2) << 20;    // large blocks: multiples of a huge page
+constexpr size_t kDefaultLimit = size_t(1024) << 20;
+constexpr uint64_t kMagic = 0x70796e6e686f7374;   // "pybnhost": a cheap check on free
+
+struct alignas(kHeaderBytes) Header {
+  void *base;         // what operator new returned
+  size_t footprint;   // bytes allocated at base; for large blocks the cache's size class
+  size_t usable;      // bytes the caller asked for (what realloc copies)
+  uint64_t magic;
+  bool large;
+};
+static_assert(sizeof(Header) == kHeaderBytes, "the header is one line");
+
+Header *header_of(void *data) { return static_cast<Header *>(data) - 1; }
+
+size_t limit_from_environment() {
+  const char *text = std::getenv("PYBN_HOST_CACHE_MB");
+  if (text == nullptr || *text == '\0') return kDefaultLimit;
+  char *end = nullptr;
+  const unsigned long long mib = std::strtoull(text, &end, 10);
+  if (*end != '\0' || mib > (SIZE_MAX >> 20)) return kDefaultLimit;  // not a number of MiB
+  return static_cast<size_t>(mib) << 20;
+}
+
+class HostCache {
+ public:
+  void *allocate(size_t bytes) noexcept {
+    if (bytes < PYBN_HOST_CACHE_MIN_BYTES) return allocate_small(bytes);
+    if (bytes > SIZE_MAX - kLargeOffset - kSizeClass) return nullptr;
+    const size_t footprint = (bytes + kLargeOffset + kSizeClass - 1) / kSizeClass * kSizeClass;
+    void *base = take_idle(footprint);
+    if (base == nullptr) base = allocate_large(footprint);
+    if (base == nullptr) {  // the system may have room once our idle blocks are gone
+      release();
+      base = allocate_large(footprint);
+    }
+    if (base == nullptr) return nullptr;
+    return finish(base, footprint, bytes, kLargeOffset, true);
+  }
+
+  void give_back(void *data) noexcept {
+    if (data == nullptr) return;
+    Header *h = header_of(data);
+    if (h->magic != kMagic) return;  // freed twice (an idle block) or not pybn's: nothing to do
+    h->magic = 0;
+    if (!h->large) {
+      ::operator delete(h->base, std::align_val_t(kHeaderBytes));
+      return;
+    }
+    std::vector<void *> evicted;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      idle_.push_back({h->base, h->footprint});
+      idle_bytes_ += h->footprint;
+      evict_past(limit_, evicted);
+    }
+    free_large(evicted);
+  }
+
+  void *reallocate(void *data, size_t bytes) noexcept {
+    if (data == nullptr) return allocate(bytes);
+    Header *h = header_of(data);
+    if (h->magic != kMagic) return nullptr;
+    // A large block that has room keeps its place (its size class does not shrink: a block
+    // resized down keeps its pages, as realloc may).
+    if (h->large && bytes >= PYBN_HOST_CACHE_MIN_BYTES && bytes <= h->footprint - kLargeOffset) {
+      h->usable = bytes;
+      return data;
+    }
+    void *moved = allocate(bytes);
+    if (moved == nullptr) return nullptr;
+    std::memcpy(moved, data, std::min(bytes, h->usable));
+    give_back(data);
+    return moved;
+  }
+
+  size_t idle_bytes() noexcept {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return idle_bytes_;
+  }
+
+  size_t limit() noexcept {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return limit_;
+  }
+
+  void set_limit(size_t bytes) noexcept {
+    std::vector<void *> evicted;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      limit_ = bytes;
+      evict_past(limit_, evicted);
+    }
+    free_large(evicted);
+  }
+
+  void release() noexcept {
+    std::vector<void *> evicted;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      evict_past(0, evicted);
+    }
+    free_large(evicted);
+  }
+
+ private:
+  struct Idle {
+    void *base;
+    size_t footprint;
+  };
+
+  static void *allocate_small(size_t bytes) noexcept {
+    const size_t footprint = kHeaderBytes + std::max<size_t>(bytes, 1);
+    if (footprint < bytes) return nullptr;  // wrapped
+    void *base = ::operator new(footprint, std::align_val_t(kHeaderBytes), std::nothrow);
+    if (base == nullptr) return nullptr;
+    return finish(base, footprint, bytes, kHeaderBytes, false);
+  }
+
+  static void *allocate_large(size_t footprint) noexcept {
+    void *base = ::operator new(footprint, std::align_val_t(kSizeClass), std::nothrow);
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    // Where transparent huge pages are "madvise" (the common default), a 2 MiB page per fault
+    // instead of 512 faults; NumPy does the same for its large arrays. Only advice.
+    if (base != nullptr) madvise(base, footprint, MADV_HUGEPAGE);
+#endif
+    return base;
+  }
+
+  static void free_large(const std::vector<void *> &bases) noexcept {
+    for (void *base : bases) ::operator delete(base, std::align_val_t(kSizeClass));
+  }
+
+  static void *finish(void *base, size_t footprint, size_t usable, size_t offset, bool large) noexcept {
+    void *data = static_cast<char *>(base) + offset;
+    Header *h = header_of(data);
+    h->base = base;
+    h->footprint = footprint;
+    h->usable = usable;
+    h->magic = kMagic;
+    h->large = large;
+    return data;
+  }
+
+  // The most recently idle block of this size class (its pages the likeliest still in cache).
+  void *take_idle(size_t footprint) noexcept {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (size_t i = idle_.size(); i-- > 0;) {
+      if (idle_[i].footprint != footprint) continue;
+      void *base = idle_[i].base;
+      idle_.erase(idle_.begin() + static_cast<std::ptrdiff_t>(i));
+      idle_bytes_ -= footprint;
+      return base;
+    }
+    return nullptr;
+  }
+
+  // Moves the longest idle blocks out until at most `keep` idle bytes remain; the caller frees
+  // them once the lock is released.
+  void evict_past(size_t keep, std::vector<void *> &evicted) noexcept {
+    size_t n = 0;
+    while (n < idle_.size() && idle_bytes_ > keep) {
+      idle_bytes_ -= idle_[n].footprint;
+      ++n;
+    }
+    try {
+      evicted.reserve(n);
+    } catch (...) {  // no memory for a list of pointers: free them here, lock or not
+      for (size_t i = 0; i < n; ++i) ::operator delete(idle_[i].base, std::align_val_t(kSizeClass));
+      idle_.erase(idle_.begin(), idle_.begin() + static_cast<std::ptrdiff_t>(n));
+      return;
+    }
+    for (size_t i = 0; i < n; ++i) evicted.push_back(idle_[i].base);
+    idle_.erase(idle_.begin(), idle_.begin() + static_cast<std::ptrdiff_t>(n));
+  }
+
+  std::mutex mutex_;
+  std::vector<Idle> idle_;  // in the order they became idle
+  size_t idle_bytes_ = 0;
+  size_t limit_ = limit_from_environment();
+};
+
+// Never destroyed: NumPy arrays holding blocks may be freed while the process exits, after
+// static destructors would have run. Idle blocks go back to the system with the process.
+HostCache &cache() {
+  static HostCache *instance = new HostCache;
+  return *instance;
+}
+
+}  // namespace
+
+void *host_allocate(size_t bytes) noexcept { return cache().allocate(bytes); }
+void *host_reallocate(void *data, size_t bytes) noexcept { return cache().reallocate(data, bytes); }
+void host_free(void *data) noexcept { cache().give_back(data); }
+size_t host_cache_idle_bytes() noexcept { return cache().idle_bytes(); }
+size_t host_cache_limit() noexcept { return cache().limit(); }
+void host_cache_set_limit(size_t bytes) noexcept { cache().set_limit(bytes); }
+void host_cache_release() noexcept { cache().release(); }
+
+}  // namespace pybn
