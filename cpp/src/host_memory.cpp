@@ -10,7 +10,7 @@
 // Every block has a 64-byte header just before its data, so that free and realloc need no
 // table: small blocks (under PYBN_HOST_CACHE_MIN_BYTES) come from aligned operator new with
 // the header in front; large ones are a whole number of huge pages (their size class), the
-// data one 4 KB page in (page-aligned like NumPy's large arrays, the header at its end).
+// data one 4 KB page in (page-aligned, the header at the end of that first page).
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
