@@ -115,6 +115,35 @@ def test_layout_is_empty_likes(case):
         assert np.all(out == 3.0)
 
 
+@pytest.mark.parametrize("case", ["sliced", "transposed", "subclass", "small"])
+def test_contiguous_copy_is_ascontiguousarrays(rng, case):
+    """host_ascontiguousarray (the copy of an input the kernels cannot read as it is) gives
+    np.ascontiguousarray's type, layout and values."""
+    base = rng.standard_normal((8, 32, 64, 130)).astype(np.float32)
+    arr = {"sliced": base[..., ::2], "transposed": base.transpose(0, 3, 1, 2)[:, ::2],
+           "subclass": base[..., ::2].view(Sub), "small": base[:2, :4, :, ::2]}[case]
+    out = pybn._core.host_ascontiguousarray(arr)
+    expected = np.ascontiguousarray(arr)
+    assert type(out) is type(expected) is np.ndarray
+    assert (out.dtype, out.shape, out.strides) == (expected.dtype, expected.shape, expected.strides)
+    assert np.array_equal(out, expected)
+    assert get_handler_name(out) == ("pybn_host" if expected.nbytes >= MIN_BYTES
+                                     else get_handler_name(expected))
+
+
+def test_input_copy_goes_back_to_the_cache(rng, cache_limit):
+    """A non-dense input is copied for the kernels; the copy's block is idle after the call and
+    serves the next one. The result is right either way."""
+    wide = random_inputs(rng, LARGE_SHAPE[:3] + (2 * LARGE_SHAPE[3],))
+    inputs = dict(wide, data=wide["data"][..., ::2])
+    expected = forward_reference(**inputs, fix_gamma=False, training=False)["y"]
+    for _ in range(2):
+        y = pybn.batch_norm(**inputs, fix_gamma=False, training=False)
+        assert pybn.host_cache_bytes() >= inputs["data"].nbytes  # the copy, given back
+        assert_close(y, expected, what="y of a non-dense input")
+        del y
+
+
 def test_resize_keeps_contents(cache_limit):
     """ndarray.resize goes through the handler's realloc: across the threshold both ways."""
     a = pybn._core.host_empty_like(np.zeros(LARGE_SHAPE, np.float32))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._core import dtype_fields, host_empty_like
+from ._core import dtype_fields, host_ascontiguousarray, host_empty_like
 
 DEVICE_CUDA = 2  # DLPack kDLCUDA
 
@@ -114,6 +114,8 @@ def dense_input(arr, like=None):
         return arr
     if like is not None and like.shape == arr.shape and is_dense(like):
         return copy_into_layout(arr, like)
+    if isinstance(arr, np.ndarray):
+        return host_ascontiguousarray(arr)  # a temporary: its block serves the next call's
     return array_module(arr).ascontiguousarray(arr)
 
 

@@ -232,19 +232,33 @@ cdef object host_handler_capsule = PyCapsule_New(&host_handler, "mem_handler", N
 HOST_CACHE_MIN_BYTES = PYBN_HOST_CACHE_MIN_BYTES
 
 
-def host_empty_like(cnp.ndarray prototype, dtype=None):
-    """np.empty_like(prototype, dtype): same layout rules; memory from pybn's host cache for
-    arrays of at least PYBN_HOST_CACHE_MIN_BYTES (NumPy's own allocator below that)."""
-    cdef cnp.dtype descr = prototype.dtype if dtype is None else np.dtype(dtype)
+cdef object new_like(cnp.ndarray prototype, cnp.dtype descr, cnp.NPY_ORDER order, int subok):
+    """PyArray_NewLikeArray, through the host handler for arrays of at least
+    PYBN_HOST_CACHE_MIN_BYTES (NumPy's own allocator below that)."""
     cdef Py_ssize_t nbytes = cnp.PyArray_SIZE(prototype) * descr.itemsize
     Py_INCREF(descr)  # PyArray_NewLikeArray steals a reference to the descriptor
     if nbytes < <Py_ssize_t>PYBN_HOST_CACHE_MIN_BYTES:
-        return PyArray_NewLikeArray(prototype, cnp.NPY_KEEPORDER, <cnp.PyArray_Descr *>descr, 1)
+        return PyArray_NewLikeArray(prototype, order, <cnp.PyArray_Descr *>descr, subok)
     previous = PyDataMem_SetHandler(host_handler_capsule)
     try:
-        return PyArray_NewLikeArray(prototype, cnp.NPY_KEEPORDER, <cnp.PyArray_Descr *>descr, 1)
+        return PyArray_NewLikeArray(prototype, order, <cnp.PyArray_Descr *>descr, subok)
     finally:
         PyDataMem_SetHandler(previous)
+
+
+def host_empty_like(cnp.ndarray prototype, dtype=None):
+    """np.empty_like(prototype, dtype): the same type, shape and layout rules; memory from
+    pybn's host cache when large."""
+    return new_like(prototype, prototype.dtype if dtype is None else np.dtype(dtype),
+                    cnp.NPY_KEEPORDER, 1)
+
+
+def host_ascontiguousarray(cnp.ndarray arr):
+    """np.ascontiguousarray(arr) for an array that is not C-contiguous: a C-order copy, a plain
+    ndarray; memory from pybn's host cache when large."""
+    out = new_like(arr, arr.dtype, cnp.NPY_CORDER, 0)
+    out[...] = arr
+    return out
 
 
 def host_cache_bytes():
