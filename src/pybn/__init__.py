@@ -77,10 +77,11 @@ def release_cpu_scratch() -> None:
 def host_cache_bytes() -> int:
     """Bytes of idle memory pybn keeps for large outputs.
 
-    Outputs pybn allocates (``out=None``, ``dx=None``) of 4 MiB and more come from the C
-    library's host memory (``pybn_host_alloc``): when such an array is freed its block is
-    kept, pages mapped, for the next output of the same size class (2 MiB steps), which then
-    skips the page faults a fresh block costs (they can take longer than the normalization).
+    Outputs pybn allocates (``out=None``, ``dx=None``) of 4 MiB and more, and the copies it
+    makes of inputs the kernels cannot read as they are, come from the C library's host
+    memory (``pybn_host_alloc``): when such an array is freed its block is kept, pages mapped,
+    for the next array of the same size class (2 MiB steps), which then skips the page faults
+    a fresh block costs (they can take longer than the normalization).
     Idle blocks beyond :func:`host_cache_limit` are freed, the longest idle first.
     """
     return _core.host_cache_bytes()

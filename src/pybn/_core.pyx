@@ -219,7 +219,7 @@ cdef void host_free(void *ctx, void *ptr, size_t size) noexcept nogil:
 
 
 cdef PyDataMem_Handler host_handler
-strcpy(host_handler.name, b"pybn_host")  # the name np.lib.get_handler_name reports
+strcpy(host_handler.name, b"pybn_host")  # the name NumPy's get_handler_name reports
 host_handler.version = 1
 host_handler.allocator.ctx = NULL
 host_handler.allocator.malloc = host_malloc
