@@ -94,3 +94,27 @@ def assert_bitwise_equal(actual, expected, what=""):
         raise AssertionError(f"{what}: {int(differ.sum())} of {actual.size} elements differ, "
                              f"first at {np.argwhere(differ)[0].tolist()}: "
                              f"{actual[differ][:5]} != {expected[differ][:5]}")
+
+
+def run_in_fork(child, timeout=60.0):
+    """Run child() in a fork()ed child process; True if it returned True, False if it returned
+    anything else, raised, or was still running after `timeout` seconds (then it is killed,
+    so that a hang fails the test instead of stopping the suite)."""
+    import time
+
+    pid = os.fork()
+    if pid == 0:
+        ok = False
+        try:
+            ok = child() is True
+        finally:
+            os._exit(0 if ok else 1)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status) == 0
+        time.sleep(0.02)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    return False

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import pybn
-from conftest import random_inputs
+from conftest import random_inputs, run_in_fork
 from reference import assert_close, backward_reference, forward_reference
 
 try:
@@ -196,6 +196,35 @@ def test_limit_from_environment(value, expected):
     result = subprocess.run([sys.executable, "-c", "import pybn; print(pybn.host_cache_limit())"],
                             env=env, capture_output=True, text=True, check=True)
     assert int(result.stdout) == expected
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_fork_child_uses_the_cache(rng, cache_limit):
+    """Children forked while another thread allocates and frees (the cache's lock is held
+    across each fork and released on both sides) allocate, reuse and compute normally."""
+    inputs = random_inputs(rng, LARGE_SHAPE)
+    expected = forward_reference(**inputs, fix_gamma=False, training=False)["y"]
+    stop = threading.Event()
+
+    def churn():
+        while not stop.is_set():
+            pybn._core.host_empty_like(inputs["data"])
+
+    def child():
+        y = pybn.batch_norm(**inputs, fix_gamma=False, training=False)
+        address = y.ctypes.data
+        del y
+        y = pybn.batch_norm(**inputs, fix_gamma=False, training=False)
+        return y.ctypes.data == address and bool(np.allclose(y, expected, atol=1e-4))
+
+    worker = threading.Thread(target=churn)
+    worker.start()
+    try:
+        for _ in range(3):
+            assert run_in_fork(child)
+    finally:
+        stop.set()
+        worker.join()
 
 
 def test_threads_share_the_cache(cache_limit):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import pybn
-from conftest import assert_bitwise_equal, poisoned, random_inputs
+from conftest import assert_bitwise_equal, poisoned, random_inputs, run_in_fork
 from reference import assert_close, assert_gradients_close, forward_reference
 
 
@@ -235,3 +235,20 @@ def test_error_message_is_the_callers():
         pybn.batch_norm(data, *params, eps=-1.0)
     with pytest.raises(ValueError, match="momentum"):
         pybn.batch_norm(data, *params, momentum=2.0)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_forked_child_runs_on_one_thread(rng):
+    """libgomp's threads do not survive fork(): after the parent has run a team, a child that
+    opened one would wait for them forever. pybn runs on one thread in a forked child, with
+    the same results."""
+    inputs = random_inputs(rng, (8, 32, 64, 65))  # large enough for a team of threads
+    y_parent = pybn.batch_norm(**inputs, fix_gamma=False, training=False)
+    threads_parent = pybn.info()["omp_threads"]
+
+    def child():
+        y = pybn.batch_norm(**inputs, fix_gamma=False, training=False)
+        return pybn.info()["omp_threads"] == 1 and y.tobytes() == y_parent.tobytes()
+
+    assert threads_parent >= 1
+    assert run_in_fork(child)

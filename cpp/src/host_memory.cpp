@@ -22,6 +22,9 @@
 #if defined(__linux__)
 #include <sys/mman.h>
 #endif
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#endif
 
 #include "host_memory.hpp"
 
@@ -58,6 +61,12 @@ size_t limit_from_environment() {
 
 class HostCache {
  public:
+  // fork() copies only the calling thread: a mutex another thread held at that moment would
+  // stay locked in the child forever. Held across the fork, it is the forking thread's to
+  // release on both sides.
+  void lock_for_fork() { mutex_.lock(); }
+  void unlock_after_fork() { mutex_.unlock(); }
+
   void *allocate(size_t bytes) noexcept {
     if (bytes < PYBN_HOST_CACHE_MIN_BYTES) return allocate_small(bytes);
     if (bytes > SIZE_MAX - kLargeOffset - kSizeClass) return nullptr;
@@ -214,10 +223,21 @@ class HostCache {
   size_t limit_ = limit_from_environment();
 };
 
+HostCache &cache();
+
+HostCache *make_cache() {
+  HostCache *made = new HostCache;
+#if defined(__unix__) || defined(__APPLE__)
+  pthread_atfork([] { cache().lock_for_fork(); }, [] { cache().unlock_after_fork(); },
+                 [] { cache().unlock_after_fork(); });
+#endif
+  return made;
+}
+
 // Never destroyed: NumPy arrays holding blocks may be freed while the process exits, after
 // static destructors would have run. Idle blocks go back to the system with the process.
 HostCache &cache() {
-  static HostCache *instance = new HostCache;
+  static HostCache *instance = make_cache();
   return *instance;
 }
 

@@ -80,6 +80,7 @@ void cpu_backward(const BackwardPlan &plan);
 const char *cpu_isa_name();
 // Streaming (non-temporal) stores for large outputs: on unless PYBN_CPU_STREAM_STORES=0.
 bool cpu_stream_stores_enabled();
+// OpenMP's maximum thread count; 1 without OpenMP and in a child of fork() (cpu_dispatch.cpp).
 int cpu_num_threads();
 
 }  // namespace pybn

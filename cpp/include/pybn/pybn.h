@@ -147,7 +147,8 @@ PYBN_API pybn_status pybn_select_backend(const pybn_params *params, const pybn_t
  * PYBN_ERROR_NOT_SUPPORTED when cuDNN is not built in. */
 PYBN_API pybn_status pybn_cudnn_min_epsilon(double *eps);
 
-/* Threads the CPU backend uses (OpenMP's maximum, or 1 without OpenMP). */
+/* Threads the CPU backend uses: OpenMP's maximum, or 1 without OpenMP, and 1 in a child of
+ * fork() (libgomp's threads do not survive a fork; a team in the child would wait for them). */
 PYBN_API int pybn_cpu_num_threads(void);
 /* The SIMD code path the CPU backend picked at load time: "avx512", "avx2" or "baseline". */
 PYBN_API const char *pybn_cpu_isa(void);

@@ -1,10 +1,14 @@
 // Picks the CPU kernel build for this processor once, at first use: AVX-512 (F, BW, VL, DQ),
 // AVX2 (+FMA, F16C), or the baseline x86-64 / any-architecture build.
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 
 #ifdef _OPENMP
 #include <omp.h>
+#endif
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
 #endif
 
 #include "../plan.hpp"
@@ -68,9 +72,21 @@ bool cpu_stream_stores_enabled() {
   return enabled;
 }
 
+// libgomp's thread pool does not survive fork(): only the forking thread is copied, and a
+// child that opens a team of more than one thread after its parent had one waits for the
+// pool's threads forever (python's multiprocessing with the fork start method, the default on
+// Linux before 3.14). So a forked child runs pybn on one thread, as PyTorch does. Set by a
+// fork handler registered when the library loads.
+namespace {
+std::atomic<bool> in_forked_child{false};
+#if defined(_OPENMP) && (defined(__unix__) || defined(__APPLE__))
+const int fork_handler_registered = pthread_atfork(nullptr, nullptr, [] { in_forked_child = true; });
+#endif
+}  // namespace
+
 int cpu_num_threads() {
 #ifdef _OPENMP
-  return omp_get_max_threads();
+  return in_forked_child.load(std::memory_order_relaxed) ? 1 : omp_get_max_threads();
 #else
   return 1;
 #endif
