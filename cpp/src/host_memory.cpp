@@ -244,6 +244,9 @@ HostCache &cache() {
 void *host_allocate(size_t bytes) noexcept { return cache().allocate(bytes); }
 void *host_reallocate(void *data, size_t bytes) noexcept { return cache().reallocate(data, bytes); }
 void host_free(void *data) noexcept { cache().give_back(data); }
+bool host_block_is_live(const void *data) noexcept {
+  return static_cast<const Header *>(data)[-1].magic == kMagic;
+}
 size_t host_cache_idle_bytes() noexcept { return cache().idle_bytes(); }
 size_t host_cache_limit() noexcept { return cache().limit(); }
 void host_cache_set_limit(size_t bytes) noexcept { cache().set_limit(bytes); }

@@ -10,6 +10,8 @@ namespace pybn {
 void *host_allocate(size_t bytes) noexcept;
 void *host_reallocate(void *data, size_t bytes) noexcept;
 void host_free(void *data) noexcept;  // nullptr, or a block already given back: nothing happens
+// Whether data is a block of ours not yet given back (its header's mark; data must not be null).
+bool host_block_is_live(const void *data) noexcept;
 size_t host_cache_idle_bytes() noexcept;
 size_t host_cache_limit() noexcept;
 void host_cache_set_limit(size_t bytes) noexcept;

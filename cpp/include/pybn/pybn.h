@@ -181,7 +181,9 @@ PYBN_API void pybn_cpu_release_scratch(void);
 PYBN_API pybn_status pybn_host_alloc(size_t bytes, void **ptr);
 /* realloc's contract: *new_ptr = a block of `bytes` bytes holding the first
  * min(old size, bytes) bytes of ptr's block, which is given back (unless it is returned
- * again). ptr NULL allocates. On failure ptr's block stays valid and *new_ptr = NULL. */
+ * again). ptr NULL allocates. On failure ptr's block stays valid and *new_ptr = NULL:
+ * PYBN_ERROR_OUT_OF_MEMORY, or PYBN_ERROR_INVALID_VALUE for a block already given back (a
+ * pointer that never came from here is undefined behaviour, as with realloc). */
 PYBN_API pybn_status pybn_host_realloc(void *ptr, size_t bytes, void **new_ptr);
 /* Gives a block of pybn_host_alloc / pybn_host_realloc back; NULL does nothing. */
 PYBN_API void pybn_host_free(void *ptr);
