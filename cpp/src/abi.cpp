@@ -132,7 +132,8 @@ PYBN_API pybn_status pybn_host_realloc(void *ptr, size_t bytes, void **new_ptr) 
   return guarded([&] {
     if (!new_ptr) fail_value("new_ptr (the output pointer) is NULL");
     *new_ptr = nullptr;
-    // Not out of memory: a block given back already (or, at best, one from another allocator).
+    // A large block given back and idle in the cache: the one double use pybn can see (any
+    // other is undefined, see pybn.h), reported as what it is rather than out of memory.
     if (ptr && !host_block_is_live(ptr)) fail_value("ptr is not a live block of pybn_host_alloc: given back already?");
     *new_ptr = host_reallocate(ptr, bytes);
     if (!*new_ptr) throw Error(PYBN_ERROR_OUT_OF_MEMORY, "out of host memory: " + std::to_string(bytes) + " bytes");

@@ -84,17 +84,25 @@ class HostCache {
   void give_back(void *data) noexcept {
     if (data == nullptr) return;
     Header *h = header_of(data);
-    if (h->magic != kMagic) return;  // freed twice (an idle block) or not pybn's: nothing to do
+    // A large block freed twice while idle in the cache: nothing to do (other double frees are
+    // undefined, as pybn.h says: their header may be gone or belong to a new block).
+    if (h->magic != kMagic) return;
     h->magic = 0;
     if (!h->large) {
       ::operator delete(h->base, std::align_val_t(kHeaderBytes));
       return;
     }
+    bool kept = false;
     change_then_trim([&] {
-      idle_.push_back({h->base, h->footprint});
-      idle_bytes_ += h->footprint;
+      try {
+        idle_.push_back({h->base, h->footprint});
+        idle_bytes_ += h->footprint;
+        kept = true;
+      } catch (...) {  // no memory to grow the list: this block goes back to the system (below)
+      }
       return limit_;
     });
+    if (!kept) ::operator delete(h->base, std::align_val_t(kSizeClass));
   }
 
   void *reallocate(void *data, size_t bytes) noexcept {

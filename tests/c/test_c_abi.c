@@ -230,8 +230,9 @@ static void test_host_memory(void) {
   pybn_host_free(a);
   idle = pybn_host_cache_bytes();
   EXPECT(idle >= big && idle % ((size_t)2 << 20) == 0);
-  /* a block given back (still mapped, idle in the cache) cannot be resized: an error that
-   * says so (not out of memory), the output pointer cleared, the idle block untouched */
+  /* a large block given back and still idle in the cache (the one double use pybn can see)
+   * cannot be resized: an error that says so (not out of memory), the output pointer
+   * cleared, the idle block untouched */
   d = a;
   EXPECT(pybn_host_realloc(a, 100, &d) == PYBN_ERROR_INVALID_VALUE && d == NULL &&
          strstr(pybn_last_error(), "given back") != NULL);

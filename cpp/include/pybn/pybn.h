@@ -181,11 +181,13 @@ PYBN_API void pybn_cpu_release_scratch(void);
 PYBN_API pybn_status pybn_host_alloc(size_t bytes, void **ptr);
 /* realloc's contract: *new_ptr = a block of `bytes` bytes holding the first
  * min(old size, bytes) bytes of ptr's block, which is given back (unless it is returned
- * again). ptr NULL allocates. On failure ptr's block stays valid and *new_ptr = NULL:
- * PYBN_ERROR_OUT_OF_MEMORY, or PYBN_ERROR_INVALID_VALUE for a block already given back (a
- * pointer that never came from here is undefined behaviour, as with realloc). */
+ * again). ptr NULL allocates. On failure (PYBN_ERROR_OUT_OF_MEMORY) ptr's block stays valid
+ * and *new_ptr = NULL. As with realloc and free, a block already given back, or a pointer
+ * that did not come from here, is undefined behaviour; where pybn can tell (a large block
+ * still idle in the cache) realloc fails with PYBN_ERROR_INVALID_VALUE instead. */
 PYBN_API pybn_status pybn_host_realloc(void *ptr, size_t bytes, void **new_ptr);
-/* Gives a block of pybn_host_alloc / pybn_host_realloc back; NULL does nothing. */
+/* Gives a block of pybn_host_alloc / pybn_host_realloc back; NULL does nothing (a block
+ * given back twice: undefined, as with free). */
 PYBN_API void pybn_host_free(void *ptr);
 /* Bytes of the idle blocks the cache holds now (their full size classes). */
 PYBN_API size_t pybn_host_cache_bytes(void);
