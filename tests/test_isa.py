@@ -57,8 +57,11 @@ CASES = [
 ]
 
 WORKER = r"""
-import sys, numpy as np, pybn
+import os, sys, numpy as np, pybn
 sys.path.insert(0, sys.argv[2])
+if os.environ.get("PYBN_TEST_SET_THREADS"):  # pybn's own setting, over OMP_NUM_THREADS
+    pybn.set_num_threads(int(os.environ["PYBN_TEST_SET_THREADS"]))
+    assert pybn.get_num_threads() == int(os.environ["PYBN_TEST_SET_THREADS"])
 from conftest import random_inputs
 from test_isa import CASES
 results = {"isa": np.array(pybn.info()["cpu_isa"])}
@@ -155,3 +158,15 @@ def test_thread_count_does_not_change_results(tmp_path):
                 assert outputs[0][name].tobytes() == other[name].tobytes(), name
     check_against_reference(outputs[2], "3 threads")
     assert pybn.info()["omp_threads"] >= 1
+
+
+def test_set_num_threads_does_not_change_results(tmp_path):
+    """pybn.set_num_threads(4) over OMP_NUM_THREADS=1 (four threads: whole blocks split over
+    4, channels shared by pairs of threads) gives the bits of OpenMP's 2 threads, and the model's
+    values. (That the setting reaches the team is tested in test_misc.py.)"""
+    four = run_worker(tmp_path / "set4.npz", OMP_NUM_THREADS="1", PYBN_TEST_SET_THREADS="4")
+    two = run_worker(tmp_path / "omp2.npz", OMP_NUM_THREADS="2")
+    for name in two.files:
+        if name != "isa":
+            assert four[name].tobytes() == two[name].tobytes(), name
+    check_against_reference(four, "4 threads set by pybn.set_num_threads")

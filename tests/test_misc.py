@@ -17,7 +17,8 @@ def test_public_names():
     for name in ("batch_norm", "batch_norm_backward", "select_backend", "BatchNorm",
                  "CUDNN_BN_MIN_EPSILON", "info", "get_include", "get_library",
                  "cpu_scratch_bytes", "release_cpu_scratch", "host_cache_bytes",
-                 "host_cache_limit", "set_host_cache_limit", "release_host_cache"):
+                 "host_cache_limit", "set_host_cache_limit", "release_host_cache",
+                 "get_num_threads", "set_num_threads"):
         assert hasattr(pybn, name), name
         assert name in pybn.__all__, name
 
@@ -252,3 +253,68 @@ def test_forked_child_runs_on_one_thread(rng):
 
     assert threads_parent >= 1
     assert run_in_fork(child)
+
+
+@pytest.fixture
+def restore_num_threads():
+    yield
+    pybn.set_num_threads(0)
+
+
+def test_set_num_threads_setting_and_errors(restore_num_threads):
+    default = pybn.get_num_threads()
+    assert default >= 1 and pybn.info()["omp_threads"] == default
+    pybn.set_num_threads(3)
+    assert pybn.get_num_threads() == 3 and pybn.info()["omp_threads"] == 3
+    seen = []
+    worker = threading.Thread(target=lambda: seen.append(pybn.get_num_threads()))
+    worker.start()
+    worker.join()
+    assert seen == [3]  # for every thread of the process, not only the caller
+    for bad, error in ((-1, ValueError), (2**31, ValueError), (1.5, TypeError), ("2", TypeError)):
+        with pytest.raises(error):
+            pybn.set_num_threads(bad)
+        assert pybn.get_num_threads() == 3  # a rejected call changes nothing
+    pybn.set_num_threads(1)
+    assert pybn.get_num_threads() == 1
+    pybn.set_num_threads(0)
+    assert pybn.get_num_threads() == default
+
+
+def test_set_num_threads_gives_way_to_fork(rng, restore_num_threads):
+    inputs = random_inputs(rng, (8, 32, 64, 65))
+    pybn.set_num_threads(3)
+    y_parent = pybn.batch_norm(**inputs, fix_gamma=False, training=False)
+
+    def child():
+        y = pybn.batch_norm(**inputs, fix_gamma=False, training=False)
+        return pybn.get_num_threads() == 1 and y.tobytes() == y_parent.tobytes()
+
+    assert run_in_fork(child)
+
+
+THREAD_COUNT_SCRIPT = r"""
+import os, sys, numpy as np, pybn
+x = np.random.default_rng(0).standard_normal((8, 64, 64, 64)).astype(np.float32)  # 2M elements
+c = x.shape[1]
+def run():
+    pybn.batch_norm(x, np.ones(c, np.float32), np.zeros(c, np.float32), np.zeros(c, np.float32),
+                    np.ones(c, np.float32), fix_gamma=False, training=True)
+pybn.set_num_threads(int(sys.argv[1]))
+before = len(os.listdir("/proc/self/task"))
+run()
+print(len(os.listdir("/proc/self/task")) - before, pybn.get_num_threads())
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads through /proc")
+@pytest.mark.parametrize("omp, setting, expected_new_threads", [("1", "3", 2), ("4", "1", 0), ("1", "0", 0)])
+def test_set_num_threads_sets_the_team(omp, setting, expected_new_threads):
+    """The setting reaches the kernels' teams, over OMP_NUM_THREADS: a fresh process's first
+    call on 2M elements starts setting - 1 OpenMP threads (OpenMP's count with 0)."""
+    ran = subprocess.run([sys.executable, "-c", THREAD_COUNT_SCRIPT, setting], env=dict(os.environ, OMP_NUM_THREADS=omp),
+                         capture_output=True, text=True, timeout=120)
+    assert ran.returncode == 0, ran.stderr
+    new_threads, threads = map(int, ran.stdout.split())
+    assert threads == (int(setting) or int(omp))
+    assert new_threads == expected_new_threads

@@ -116,6 +116,12 @@ PYBN_API pybn_status pybn_cudnn_min_epsilon(double *eps) {
 }
 
 PYBN_API int pybn_cpu_num_threads(void) { return cpu_num_threads(); }
+PYBN_API pybn_status pybn_cpu_set_num_threads(int threads) {
+  return guarded([&] {
+    if (threads < 0) fail_value("threads must be >= 1, or 0 for OpenMP's maximum; got " + std::to_string(threads));
+    cpu_set_num_threads(threads);
+  });
+}
 PYBN_API const char *pybn_cpu_isa(void) { return cpu_isa_name(); }
 PYBN_API size_t pybn_cpu_scratch_bytes(void) { return scratch_arena_bytes(); }
 PYBN_API void pybn_cpu_release_scratch(void) { scratch_arena_free(); }

@@ -82,5 +82,6 @@ const char *cpu_isa_name();
 bool cpu_stream_stores_enabled();
 // OpenMP's maximum thread count; 1 without OpenMP and in a child of fork() (cpu_dispatch.cpp).
 int cpu_num_threads();
+void cpu_set_num_threads(int threads);  // 0: OpenMP's maximum again
 
 }  // namespace pybn

@@ -3,7 +3,8 @@
 Public API (SPEC.md "Python API"): :func:`batch_norm`, :func:`batch_norm_backward`,
 :func:`select_backend`, :class:`BatchNorm`, :data:`CUDNN_BN_MIN_EPSILON`, plus
 :func:`info`, :func:`get_include` and :func:`get_library` for programs that link the
-C library shipped inside this package, and :func:`cpu_scratch_bytes` /
+C library shipped inside this package, :func:`get_num_threads` / :func:`set_num_threads` for
+the CPU backend's threads, :func:`cpu_scratch_bytes` /
 :func:`release_cpu_scratch` for the scratch memory each calling thread keeps, and
 :func:`host_cache_bytes`, :func:`host_cache_limit`, :func:`set_host_cache_limit` and
 :func:`release_host_cache` for the cache of large output blocks.
@@ -27,6 +28,7 @@ __all__ = [
     "cpu_scratch_bytes",
     "get_include",
     "get_library",
+    "get_num_threads",
     "host_cache_bytes",
     "host_cache_limit",
     "info",
@@ -34,6 +36,7 @@ __all__ = [
     "release_host_cache",
     "select_backend",
     "set_host_cache_limit",
+    "set_num_threads",
 ]
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -57,6 +60,29 @@ def get_library() -> str:
         if name == "pybn.dll":
             return os.path.join(_HERE, name)
     raise FileNotFoundError(f"libpybn not found in {_HERE}")
+
+
+def get_num_threads() -> int:
+    """Threads the CPU backend's calls use (at most: one per 64K elements of a call): the
+    count :func:`set_num_threads` set, else OpenMP's maximum (``OMP_NUM_THREADS``); 1 in a
+    child of ``fork()``."""
+    return _core.cpu_num_threads()
+
+
+def set_num_threads(threads: int) -> None:
+    """Set the CPU backend's threads for every thread of this process; 0 goes back to
+    OpenMP's maximum. Other OpenMP libraries keep their own setting.
+
+    Results are the same bits for any count. Fewer threads than cores pay off where other
+    work keeps the cores busy: a call's team waits for each of its threads to be scheduled
+    (README, "Threads").
+    """
+    threads = operator.index(threads)
+    if threads < 0:
+        raise ValueError(f"threads must be >= 1, or 0 for OpenMP's maximum; got {threads}")
+    if threads > 2**31 - 1:
+        raise ValueError(f"threads must fit in a C int; got {threads}")
+    _core.cpu_set_num_threads(threads)
 
 
 def cpu_scratch_bytes() -> int:

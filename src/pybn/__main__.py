@@ -40,7 +40,7 @@ def _print_info():
     for name, state in facts["backends"].items():
         status = "available" if state["available"] else ("built, unavailable" if state["built"] else "not built")
         print(f"  backend {name:6s} {status}")
-    print(f"  cpu: {facts['omp_threads']} OpenMP thread(s), SIMD path {facts['cpu_isa']}")
+    print(f"  cpu: {facts['omp_threads']} thread(s) (OpenMP), SIMD path {facts['cpu_isa']}")
     print(f"  cuDNN minimum epsilon: {facts['cudnn_min_epsilon']}")
     print(f"  host cache for large outputs: {facts['host_cache_bytes'] / 2**20:.0f} MiB idle, "
           f"limit {facts['host_cache_limit'] / 2**20:.0f} MiB")
@@ -70,7 +70,12 @@ def main(argv=None):
     parser.add_argument("--axis", type=int, default=1, help="channel axis (default 1)")
     parser.add_argument("--repeat", type=int, default=10, help="timed runs per pass (default 10)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=0,
+                        help="CPU threads (pybn.set_num_threads; default 0: OpenMP's maximum)")
     args = parser.parse_args(argv)
+    if args.threads < 0:
+        parser.error(f"--threads must be >= 0, got {args.threads}")
+    pybn.set_num_threads(args.threads)
 
     _print_info()
     shape, dtype, axis = args.shape, args.dtype, args.axis

@@ -155,6 +155,10 @@ def cpu_num_threads():
     return pybn_cpu_num_threads()
 
 
+def cpu_set_num_threads(int threads):
+    check(pybn_cpu_set_num_threads(threads))
+
+
 def cpu_isa():
     return pybn_cpu_isa().decode()
 

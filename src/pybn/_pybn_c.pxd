@@ -82,6 +82,7 @@ cdef extern from "pybn/pybn.h" nogil:
                                     pybn_backend *backend)
     pybn_status pybn_cudnn_min_epsilon(double *eps)
     int pybn_cpu_num_threads()
+    pybn_status pybn_cpu_set_num_threads(int threads)
     const char *pybn_cpu_isa()
     size_t pybn_cpu_scratch_bytes()
     void pybn_cpu_release_scratch()

@@ -30,6 +30,17 @@ static void test_versions(void) {
   EXPECT(strlen(pybn_cpu_isa()) > 0);
 }
 
+/* pybn_cpu_set_num_threads: a count replaces OpenMP's (a build without OpenMP stays at 1), 0
+ * restores it, a negative count is an error that changes nothing. */
+static void test_set_num_threads(void) {
+  const int before = pybn_cpu_num_threads();
+  EXPECT(pybn_cpu_set_num_threads(-1) == PYBN_ERROR_INVALID_VALUE && strlen(pybn_last_error()) > 0);
+  EXPECT(pybn_cpu_num_threads() == before);
+  EXPECT(pybn_cpu_set_num_threads(3) == PYBN_SUCCESS);
+  EXPECT(pybn_cpu_num_threads() == 3 || (before == 1 && pybn_cpu_num_threads() == 1));
+  EXPECT(pybn_cpu_set_num_threads(0) == PYBN_SUCCESS && pybn_cpu_num_threads() == before);
+}
+
 /* channels_last: logical (N, C, W) = (2, 3, 4) stored as (N, W, C). Forward, float64. */
 static void test_channels_last_float64(void) {
   double x[24], y[24], gamma[3] = {1, 2, 3}, beta[3] = {0.5, -0.5, 1}, mm[3] = {0, 0, 0}, mv[3] = {1, 1, 1};
@@ -265,6 +276,7 @@ static void test_host_memory(void) {
 
 int main(void) {
   test_versions();
+  test_set_num_threads();
   test_host_memory();
   test_scratch_buffer();
   test_channels_last_float64();

@@ -147,9 +147,17 @@ PYBN_API pybn_status pybn_select_backend(const pybn_params *params, const pybn_t
  * PYBN_ERROR_NOT_SUPPORTED when cuDNN is not built in. */
 PYBN_API pybn_status pybn_cudnn_min_epsilon(double *eps);
 
-/* Threads the CPU backend uses: OpenMP's maximum, or 1 without OpenMP, and 1 in a child of
- * fork() (libgomp's threads do not survive a fork; a team in the child would wait for them). */
+/* Threads the CPU backend uses: the count set by pybn_cpu_set_num_threads, else OpenMP's
+ * maximum for the calling thread (OMP_NUM_THREADS, omp_set_num_threads); 1 without OpenMP,
+ * and 1 in a child of fork() (libgomp's threads do not survive a fork; a team in the child
+ * would wait for them). Small calls use fewer (one thread per 64K elements at most). */
 PYBN_API int pybn_cpu_num_threads(void);
+/* Sets the threads of the CPU backend for every calling thread of the process, whatever
+ * OpenMP's setting for other libraries: threads >= 1 that many, 0 back to OpenMP's maximum.
+ * Results do not depend on it (bit for bit). Fewer threads than cores pay off where other
+ * work keeps the cores busy: a team then waits for threads the system has not scheduled
+ * (README, "Threads"). PYBN_ERROR_INVALID_VALUE for a negative count. */
+PYBN_API pybn_status pybn_cpu_set_num_threads(int threads);
 /* The SIMD code path the CPU backend picked at load time: "avx512", "avx2" or "baseline". */
 PYBN_API const char *pybn_cpu_isa(void);
 /* Scratch memory of the CPU backend. Each thread that calls pybn keeps the buffer its calls'

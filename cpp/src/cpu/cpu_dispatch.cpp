@@ -82,14 +82,20 @@ std::atomic<bool> in_forked_child{false};
 #if defined(_OPENMP) && (defined(__unix__) || defined(__APPLE__))
 const int fork_handler_registered = pthread_atfork(nullptr, nullptr, [] { in_forked_child = true; });
 #endif
+// pybn_cpu_set_num_threads; 0: OpenMP's maximum, read at each call (it is per calling thread).
+std::atomic<int> threads_set{0};
 }  // namespace
 
 int cpu_num_threads() {
 #ifdef _OPENMP
-  return in_forked_child.load(std::memory_order_relaxed) ? 1 : omp_get_max_threads();
+  if (in_forked_child.load(std::memory_order_relaxed)) return 1;
+  const int set = threads_set.load(std::memory_order_relaxed);
+  return set > 0 ? set : omp_get_max_threads();
 #else
   return 1;
 #endif
 }
+
+void cpu_set_num_threads(int threads) { threads_set.store(threads, std::memory_order_relaxed); }
 
 }  // namespace pybn
