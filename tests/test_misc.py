@@ -67,7 +67,7 @@ def _run_cli(*arguments, cwd):
 def test_cli_help(tmp_path):
     result = _run_cli("--help", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    for option in ("--shape", "--dtype", "--axis", "--repeat"):
+    for option in ("--shape", "--dtype", "--axis", "--repeat", "--threads"):
         assert option in result.stdout
 
 
@@ -75,15 +75,18 @@ def test_cli_help(tmp_path):
     ("--shape", "4,8,16,16"),
     ("--shape", "2,6,5", "--dtype", "float64", "--axis", "-1", "--repeat", "2"),
     ("--shape", "3,4,5,6", "--dtype", "float16", "--repeat", "1"),
+    ("--shape", "8,64,64,64", "--repeat", "1", "--threads", "3"),
 ])
 def test_cli_runs(tmp_path, arguments):
     result = _run_cli(*arguments, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip()
+    assert "results match the float64 reference" in result.stdout
+    if "--threads" in arguments:
+        assert "cpu: 3 thread(s)" in result.stdout
 
 
 @pytest.mark.parametrize("arguments", [("--shape", "a,b"), ("--dtype", "int7"),
-                                       ("--no-such-option",)])
+                                       ("--no-such-option",), ("--threads", "-1")])
 def test_cli_rejects_bad_arguments(tmp_path, arguments):
     result = _run_cli(*arguments, cwd=tmp_path)
     assert result.returncode != 0
