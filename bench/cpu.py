@@ -9,8 +9,8 @@ this process, so that clock drift and noisy neighbours hit everyone alike.
     python bench/cpu.py --quick            # small shapes, few repeats: a smoke run
     python bench/cpu.py --shapes nchw,nhwc --dtypes float32 --json out.json
 
-pybn must be installed (``python bench/cpu.py`` puts bench/, not the current folder, on
-sys.path first, so the uncompiled pybn/ source folder does not shadow it). See
+pybn must be installed (``pip install .``; its source in src/pybn is not importable
+uncompiled). See
 bench/README.md for what each column means and how the floors are measured.
 """
 
