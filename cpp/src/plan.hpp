@@ -80,7 +80,8 @@ void cpu_backward(const BackwardPlan &plan);
 const char *cpu_isa_name();
 // Streaming (non-temporal) stores for large outputs: on unless PYBN_CPU_STREAM_STORES=0.
 bool cpu_stream_stores_enabled();
-// OpenMP's maximum thread count; 1 without OpenMP and in a child of fork() (cpu_dispatch.cpp).
+// The count pybn_cpu_set_num_threads set, else OpenMP's maximum; 1 without OpenMP and in a
+// child of fork() (cpu_dispatch.cpp).
 int cpu_num_threads();
 void cpu_set_num_threads(int threads);  // 0: OpenMP's maximum again
 
