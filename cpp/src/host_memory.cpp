@@ -49,6 +49,7 @@ struct alignas(kHeaderBytes) Header {
 static_assert(sizeof(Header) == kHeaderBytes, "the header is one line");
 
 Header *header_of(void *data) { return static_cast<Header *>(data) - 1; }
+const Header *header_of(const void *data) { return static_cast<const Header *>(data) - 1; }
 
 size_t limit_from_environment() {
   const char *text = std::getenv("PYBN_HOST_CACHE_MB");
@@ -102,7 +103,7 @@ class HostCache {
       }
       return limit_;
     });
-    if (!kept) ::operator delete(h->base, std::align_val_t(kSizeClass));
+    if (!kept) free_large(h->base);
   }
 
   void *reallocate(void *data, size_t bytes) noexcept {
@@ -164,9 +165,7 @@ class HostCache {
     return base;
   }
 
-  static void free_large(const std::vector<void *> &bases) noexcept {
-    for (void *base : bases) ::operator delete(base, std::align_val_t(kSizeClass));
-  }
+  static void free_large(void *base) noexcept { ::operator delete(base, std::align_val_t(kSizeClass)); }
 
   static void *finish(void *base, size_t footprint, size_t usable, size_t offset, bool large) noexcept {
     void *data = static_cast<char *>(base) + offset;
@@ -202,7 +201,7 @@ class HostCache {
       const size_t keep = change();
       evict_past(keep, evicted);
     }
-    free_large(evicted);
+    for (void *base : evicted) free_large(base);
   }
 
   // Moves the longest idle blocks out until at most `keep` idle bytes remain (into `evicted`).
@@ -215,7 +214,7 @@ class HostCache {
     try {
       evicted.reserve(n);
     } catch (...) {  // no memory for a list of pointers: free them here, lock or not
-      for (size_t i = 0; i < n; ++i) ::operator delete(idle_[i].base, std::align_val_t(kSizeClass));
+      for (size_t i = 0; i < n; ++i) free_large(idle_[i].base);
       idle_.erase(idle_.begin(), idle_.begin() + static_cast<std::ptrdiff_t>(n));
       return;
     }
@@ -253,7 +252,7 @@ void *host_allocate(size_t bytes) noexcept { return cache().allocate(bytes); }
 void *host_reallocate(void *data, size_t bytes) noexcept { return cache().reallocate(data, bytes); }
 void host_free(void *data) noexcept { cache().give_back(data); }
 bool host_block_is_live(const void *data) noexcept {
-  return static_cast<const Header *>(data)[-1].magic == kMagic;
+  return header_of(data)->magic == kMagic;
 }
 size_t host_cache_idle_bytes() noexcept { return cache().idle_bytes(); }
 size_t host_cache_limit() noexcept { return cache().limit(); }
