@@ -50,6 +50,7 @@ CASES = [
     ((128, 16, 28, 28), 1, "float32"),     # 400 KB channels of 3 KB runs: two channels an
                                            # item, shared by two threads on 2
     ((64, 24, 28, 28), 1, "float32"),      # 200 KB channels: four an item, the same
+    ((16, 4, 160, 80), 1, "float64"),      # 1.6 MB channels: each shared by four threads on 4
     ((256, 1024), 1, "float16"),           # 2-D in cache: column strips, two reduction chunks
     ((48, 1000), 1, "float16"),            # strips ending in part of a vector (masked on
     ((100, 777), 1, "float32"),            # AVX-512, element by element elsewhere)
@@ -170,3 +171,20 @@ def test_set_num_threads_does_not_change_results(tmp_path):
         if name != "isa":
             assert four[name].tobytes() == two[name].tobytes(), name
     check_against_reference(four, "4 threads set by pybn.set_num_threads")
+
+
+def test_threads_giving_up_on_each_other_does_not_change_results(tmp_path):
+    """With PYBN_CPU_SHARE_WAIT_US=0 a thread of a group sharing channels (shared_channels) never
+    waits for the others: the group splits up at its first item, the last thread to arrive
+    finishes that item alone, and its other items go whole to whichever thread asks first.
+    That is what a thread that lost its core to another process brings about. The bits stay
+    those of threads that met at every item, on 2 threads (pairs) and on 4 (two pairs, and four
+    threads sharing each 1.6 MB float64 channel), and the values the model's."""
+    met = run_worker(tmp_path / "met.npz", OMP_NUM_THREADS="2")
+    for threads in ("2", "4"):
+        alone = run_worker(tmp_path / f"alone{threads}.npz", OMP_NUM_THREADS="1", PYBN_TEST_SET_THREADS=threads,
+                           PYBN_CPU_SHARE_WAIT_US="0")
+        for name in met.files:
+            if name != "isa":
+                assert alone[name].tobytes() == met[name].tobytes(), f"{name}, {threads} threads"
+    check_against_reference(alone, "4 threads never waiting for each other")

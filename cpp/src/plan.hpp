@@ -80,6 +80,9 @@ void cpu_backward(const BackwardPlan &plan);
 const char *cpu_isa_name();
 // Streaming (non-temporal) stores for large outputs: on unless PYBN_CPU_STREAM_STORES=0.
 bool cpu_stream_stores_enabled();
+// How long a thread of a group sharing channels waits for the others at an item before it
+// goes on alone (Forward::shared_channels): PYBN_CPU_SHARE_WAIT_US, in nanoseconds.
+int64_t cpu_share_wait_ns();
 // The count pybn_cpu_set_num_threads set, else OpenMP's maximum; 1 without OpenMP and in a
 // child of fork() (cpu_dispatch.cpp).
 int cpu_num_threads();

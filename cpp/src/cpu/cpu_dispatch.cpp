@@ -72,6 +72,23 @@ bool cpu_stream_stores_enabled() {
   return enabled;
 }
 
+// Long enough that two threads running side by side never give up on each other (their parts
+// of an item take the same time, and a sleeping OpenMP worker wakes within tens of
+// microseconds), short against the milliseconds a thread that lost its core waits to get it
+// back.
+constexpr long kDefaultShareWaitUs = 200;
+
+int64_t cpu_share_wait_ns() {
+  static const int64_t wait_ns = [] {
+    const char *setting = std::getenv("PYBN_CPU_SHARE_WAIT_US");
+    char *end = nullptr;
+    const long us = setting ? std::strtol(setting, &end, 10) : -1;
+    const bool valid = setting && end != setting && *end == '\0' && us >= 0 && us <= 1000000;
+    return int64_t(valid ? us : kDefaultShareWaitUs) * 1000;
+  }();
+  return wait_ns;
+}
+
 // libgomp's thread pool does not survive fork(): only the forking thread is copied, and a
 // child that opens a team of more than one thread after its parent had one waits for the
 // pool's threads forever (python's multiprocessing with the fork start method, the default on
