@@ -51,6 +51,8 @@ CASES = [
                                            # item, shared by two threads on 2
     ((64, 24, 28, 28), 1, "float32"),      # 200 KB channels: four an item, the same
     ((16, 4, 160, 80), 1, "float64"),      # 1.6 MB channels: each shared by four threads on 4
+    ((8, 16, 128, 128), 1, "float16"),     # 4 MiB from memory: owned items of two channels,
+                                           # handed out in the order threads ask (ItemQueue)
     ((256, 1024), 1, "float16"),           # 2-D in cache: column strips, two reduction chunks
     ((48, 1000), 1, "float16"),            # strips ending in part of a vector (masked on
     ((100, 777), 1, "float32"),            # AVX-512, element by element elsewhere)
