@@ -176,17 +176,21 @@ def test_set_num_threads_does_not_change_results(tmp_path):
 
 
 def test_threads_giving_up_on_each_other_does_not_change_results(tmp_path):
-    """With PYBN_CPU_SHARE_WAIT_US=0 a thread of a group sharing channels (shared_channels) never
-    waits for the others: the group splits up at its first item, the last thread to arrive
-    finishes that item alone, and its other items go whole to whichever thread asks first.
-    That is what a thread that lost its core to another process brings about. The bits stay
-    those of threads that met at every item, on 2 threads (pairs) and on 4 (two pairs, and four
-    threads sharing each 1.6 MB float64 channel), and the values the model's."""
+    """Threads sharing channels (shared_channels) that give up on each other: the last thread to
+    arrive at that item finishes it alone, and the group's other items go whole to whichever
+    thread asks first. That is what a thread that lost its core to another process brings
+    about. PYBN_CPU_SHARE_WAIT_US=0 makes the first thread to arrive give up at once, so groups
+    split at their first item, whose moments came from chunk_moments; PYBN_CPU_SHARE_SPLIT_AT=2
+    makes them split at their third, whose moments were summed while the item before was
+    normalized. The bits stay those of threads that met at every item, on 2 threads (pairs)
+    and on 4 (two pairs, and four threads sharing each 1.6 MB float64 channel), and the values
+    the model's."""
     met = run_worker(tmp_path / "met.npz", OMP_NUM_THREADS="2")
-    for threads in ("2", "4"):
-        alone = run_worker(tmp_path / f"alone{threads}.npz", OMP_NUM_THREADS="1", PYBN_TEST_SET_THREADS=threads,
-                           PYBN_CPU_SHARE_WAIT_US="0")
-        for name in met.files:
-            if name != "isa":
-                assert alone[name].tobytes() == met[name].tobytes(), f"{name}, {threads} threads"
-    check_against_reference(alone, "4 threads never waiting for each other")
+    for label, setting in (("wait0", dict(PYBN_CPU_SHARE_WAIT_US="0")), ("split2", dict(PYBN_CPU_SHARE_SPLIT_AT="2"))):
+        for threads in ("2", "4"):
+            alone = run_worker(tmp_path / f"{label}_{threads}.npz", OMP_NUM_THREADS="1",
+                               PYBN_TEST_SET_THREADS=threads, **setting)
+            for name in met.files:
+                if name != "isa":
+                    assert alone[name].tobytes() == met[name].tobytes(), f"{name}, {label}, {threads} threads"
+        check_against_reference(alone, f"4 threads, {label}")

@@ -83,6 +83,9 @@ bool cpu_stream_stores_enabled();
 // How long a thread of a group sharing channels waits for the others at an item before it
 // goes on alone (Forward::shared_channels): PYBN_CPU_SHARE_WAIT_US, in nanoseconds.
 int64_t cpu_share_wait_ns();
+// For tests: the round of its items at which every such group gives up at once
+// (PYBN_CPU_SHARE_SPLIT_AT); -1, the default: none.
+int64_t cpu_share_split_round();
 // The count pybn_cpu_set_num_threads set, else OpenMP's maximum; 1 without OpenMP and in a
 // child of fork() (cpu_dispatch.cpp).
 int cpu_num_threads();

@@ -89,6 +89,16 @@ int64_t cpu_share_wait_ns() {
   return wait_ns;
 }
 
+int64_t cpu_share_split_round() {
+  static const int64_t round = [] {
+    const char *setting = std::getenv("PYBN_CPU_SHARE_SPLIT_AT");
+    char *end = nullptr;
+    const long value = setting ? std::strtol(setting, &end, 10) : -1;
+    return setting && end != setting && *end == '\0' && value >= 0 ? int64_t(value) : int64_t(-1);
+  }();
+  return round;
+}
+
 // libgomp's thread pool does not survive fork(): only the forking thread is copied, and a
 // child that opens a team of more than one thread after its parent had one waits for the
 // pool's threads forever (python's multiprocessing with the fork start method, the default on
