@@ -1,6 +1,7 @@
 // Picks the CPU kernel build for this processor once, at first use: AVX-512 (F, BW, VL, DQ),
 // AVX2 (+FMA, F16C), or the baseline x86-64 / any-architecture build.
 #include <atomic>
+#include <climits>
 #include <cstdlib>
 #include <cstring>
 
@@ -78,24 +79,25 @@ bool cpu_stream_stores_enabled() {
 // back.
 constexpr long kDefaultShareWaitUs = 200;
 
+namespace {
+// The environment variable `name` as a whole number in [0, max], else `fallback` (unset or
+// malformed).
+long env_count(const char *name, long max, long fallback) {
+  const char *setting = std::getenv(name);
+  if (!setting) return fallback;
+  char *end = nullptr;
+  const long value = std::strtol(setting, &end, 10);
+  return end != setting && *end == '\0' && value >= 0 && value <= max ? value : fallback;
+}
+}  // namespace
+
 int64_t cpu_share_wait_ns() {
-  static const int64_t wait_ns = [] {
-    const char *setting = std::getenv("PYBN_CPU_SHARE_WAIT_US");
-    char *end = nullptr;
-    const long us = setting ? std::strtol(setting, &end, 10) : -1;
-    const bool valid = setting && end != setting && *end == '\0' && us >= 0 && us <= 1000000;
-    return int64_t(valid ? us : kDefaultShareWaitUs) * 1000;
-  }();
+  static const int64_t wait_ns = int64_t(env_count("PYBN_CPU_SHARE_WAIT_US", 1000000, kDefaultShareWaitUs)) * 1000;
   return wait_ns;
 }
 
 int64_t cpu_share_split_round() {
-  static const int64_t round = [] {
-    const char *setting = std::getenv("PYBN_CPU_SHARE_SPLIT_AT");
-    char *end = nullptr;
-    const long value = setting ? std::strtol(setting, &end, 10) : -1;
-    return setting && end != setting && *end == '\0' && value >= 0 ? int64_t(value) : int64_t(-1);
-  }();
+  static const int64_t round = env_count("PYBN_CPU_SHARE_SPLIT_AT", LONG_MAX, -1);
   return round;
 }
 
