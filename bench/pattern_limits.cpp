@@ -1,0 +1,331 @@
+// What NCHW training's access pattern allows on this machine, measured in one process.
+//
+// pybn's NCHW training reads each work item from memory once (its statistics) and once more
+// from L2 (its normalization, streamed out), so it moves the bytes of a copy. This program
+// times, interleaved round after round on the same buffers:
+//   copy     a streaming copy of x into y (AVX-512 loads, non-temporal stores): the floor;
+//   pattern  a plain loop with pybn's access pattern and arithmetic, nothing else: no
+//            validation, no chunked moments, no moving averages, no bit-identity constraints;
+//   pybn     pybn_forward (training, through the C ABI) on the same x and y.
+// pattern / copy is what the pattern itself costs over the floor here; pybn / pattern is
+// what pybn adds to it. The patterns pybn uses for the benchmark's NCHW shape (32,256,56,56):
+//   float32, float64  items of G adjacent channels (float32: 2, float64: 1; 800 KB either way
+//            at that shape) split between the two threads by outer index, each summing its
+//            half of the next item while it normalizes its half of this one, in alternating
+//            4 KB pieces; the two meet once per item (Forward::shared_channels);
+//   float16  items of four adjacent channels owned by one thread (round robin), statistics
+//            and then normalization (Forward::long_runs).
+// Summing passes prefetch 4 KB ahead into L2 (into the next run where a run ends), as pybn's.
+//
+// x86-64 with AVX-512 only. From the repository root, with pybn installed:
+//   lib=$(python -c "import os, pybn; print(os.path.dirname(pybn.__file__))")
+//   g++ -O2 -fopenmp -mavx512f -mavx512bw -mavx512dq -mf16c -Icpp/include
+//       bench/pattern_limits.cpp -o /tmp/pattern_limits -L$lib -lpybn -Wl,-rpath,$lib
+//   /tmp/pattern_limits float32|float64|float16 [N C HW] [rounds] [G]
+// (two threads for every contestant; G overrides the channels per item).
+#include <immintrin.h>
+#include <omp.h>
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "pybn/pybn.h"
+
+namespace {
+
+constexpr int64_t kPieceBytes = 4096;     // shared items: pieces alternated between the two items
+constexpr int64_t kPrefetchBytes = 4096;  // summing passes: software prefetch distance
+constexpr int kItemChannels16 = 4;        // float16: adjacent channels per owned item
+
+int64_t N = 32, C = 256, HW = 3136;
+
+double seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// Zeroed memory in 2 MB pages where the kernel gives them (as NumPy's large arrays get).
+void *huge_alloc(int64_t bytes) {
+  const int64_t page = int64_t(2) << 20, size = (bytes + page - 1) / page * page;
+  void *p = std::aligned_alloc(size_t(page), size_t(size));
+  if (!p) {
+    std::fprintf(stderr, "out of memory\n");
+    std::exit(1);
+  }
+  madvise(p, size_t(size), MADV_HUGEPAGE);
+  std::memset(p, 0, size_t(size));
+  return p;
+}
+
+// The streaming copy of `bytes` (a multiple of 128), split in halves between the two threads.
+void stream_copy(const void *src, void *dst, int64_t bytes) {
+#pragma omp parallel num_threads(2)
+  {
+    const int64_t half = bytes / 2, begin = omp_get_thread_num() * half;
+    const char *in = static_cast<const char *>(src) + begin;
+    char *out = static_cast<char *>(dst) + begin;
+    for (int64_t i = 0; i < half; i += 64) _mm512_stream_si512(reinterpret_cast<__m512i *>(out + i), _mm512_loadu_si512(in + i));
+    _mm_sfence();
+  }
+}
+
+// ---- float32 and float64: items shared by the two threads, the next one summed alongside --
+// AVX-512 operations on one vector of float or double.
+struct Float32Ops {
+  using T = float;
+  using V = __m512;
+  static constexpr int L = 16;
+  static V load(const T *p) { return _mm512_loadu_ps(p); }
+  static V splat(T v) { return _mm512_set1_ps(v); }
+  static V zero() { return _mm512_setzero_ps(); }
+  static V add(V a, V b) { return _mm512_add_ps(a, b); }
+  static V sub(V a, V b) { return _mm512_sub_ps(a, b); }
+  static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
+  static void stream(T *p, V v) { _mm512_stream_ps(p, v); }
+  static double total(V v) { return _mm512_reduce_add_ps(v); }
+};
+struct Float64Ops {
+  using T = double;
+  using V = __m512d;
+  static constexpr int L = 8;
+  static V load(const T *p) { return _mm512_loadu_pd(p); }
+  static V splat(T v) { return _mm512_set1_pd(v); }
+  static V zero() { return _mm512_setzero_pd(); }
+  static V add(V a, V b) { return _mm512_add_pd(a, b); }
+  static V sub(V a, V b) { return _mm512_sub_pd(a, b); }
+  static V mul(V a, V b) { return _mm512_mul_pd(a, b); }
+  static void stream(T *p, V v) { _mm512_stream_pd(p, v); }
+  static double total(V v) { return _mm512_reduce_add_pd(v); }
+};
+
+struct PartSums {
+  double sum, squares;  // of x - pivot, over one thread's half of an item
+};
+
+// Items of G adjacent channels (their runs at one outer index lie end to end), each split
+// between the two threads by outer index. One mean and scale per item: the arithmetic, not
+// the statistics, is what is timed.
+template <class Ops> void train_shared(const typename Ops::T *x, typename Ops::T *y, int64_t G, double eps) {
+  using T = typename Ops::T;
+  using V = typename Ops::V;
+  constexpr int L = Ops::L;
+  const int64_t items = C / G, run = G * HW, count = N * run;
+  const int64_t piece = kPieceBytes / int64_t(sizeof(T)), ahead = kPrefetchBytes / int64_t(sizeof(T));
+  std::vector<PartSums> parts(size_t(2 * items));
+#pragma omp parallel num_threads(2)
+  {
+    const int t = omp_get_thread_num();
+    const int64_t n0 = t * (N / 2), n1 = n0 + N / 2;  // this thread's outer indices
+    // Normalizes this thread's runs of item w (coefficients m, k) while summing the same runs
+    // of item w + 1 into parts[2 * (w + 1) + t]; w == -1: sums only; w + 1 == items: writes only.
+    auto step = [&](int64_t w, double m, double k) {
+      const bool sums = w + 1 < items, writes = w >= 0;
+      const V pivot = Ops::splat(sums ? x[(w + 1) * run] : T(0));
+      const V vm = Ops::splat(T(m)), vk = Ops::splat(T(k)), shift = Ops::splat(T(0.5));
+      V s0 = Ops::zero(), s1 = s0, q0 = s0, q1 = s0;  // sums of x - pivot and of its square
+      for (int64_t r = n0; r < n1; ++r) {
+        const int64_t at = r * C * HW + w * run;  // item w's run (w == -1: not read)
+        const T *in = x + std::max<int64_t>(at, 0), *next = x + at + run;
+        T *out = y + std::max<int64_t>(at, 0);
+        const T *after = r + 1 < n1 ? next + C * HW : next;  // the run summed after this one
+        for (int64_t p = 0; p < run; p += piece) {
+          const int64_t end = std::min(run, p + piece);
+          if (writes)
+            for (int64_t i = p; i + L <= end; i += L)
+              Ops::stream(out + i, Ops::add(Ops::mul(Ops::sub(Ops::load(in + i), vm), vk), shift));
+          if (sums)
+            for (int64_t i = p; i + 2 * L <= end; i += 2 * L) {
+              const int64_t a = i + ahead, b = a + L;
+              _mm_prefetch(reinterpret_cast<const char *>(a < run ? next + a : after + (a - run)), _MM_HINT_T1);
+              _mm_prefetch(reinterpret_cast<const char *>(b < run ? next + b : after + (b - run)), _MM_HINT_T1);
+              const V d0 = Ops::sub(Ops::load(next + i), pivot), d1 = Ops::sub(Ops::load(next + i + L), pivot);
+              s0 = Ops::add(s0, d0);
+              q0 = Ops::add(q0, Ops::mul(d0, d0));
+              s1 = Ops::add(s1, d1);
+              q1 = Ops::add(q1, Ops::mul(d1, d1));
+            }
+        }
+      }
+      if (sums) parts[size_t(2 * (w + 1) + t)] = {Ops::total(Ops::add(s0, s1)), Ops::total(Ops::add(q0, q1))};
+    };
+    step(-1, 0.0, 0.0);
+    for (int64_t w = 0; w < items; ++w) {
+#pragma omp barrier
+      const PartSums &a = parts[size_t(2 * w)], &b = parts[size_t(2 * w + 1)];
+      const double shifted_mean = (a.sum + b.sum) / double(count);
+      const double var = std::max(0.0, (a.squares + b.squares) / double(count) - shifted_mean * shifted_mean);
+      step(w, double(x[w * run]) + shifted_mean, 1.0 / __builtin_sqrt(var + eps));
+    }
+    _mm_sfence();
+  }
+}
+
+// ---- float16: items of G channels owned by one thread, statistics then normalization ----
+inline __m512 load_half16(const uint16_t *p) {
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(p)));
+}
+
+void train_float16(const uint16_t *x, uint16_t *y, int64_t G, float eps) {
+  const int64_t run = G * HW, items = C / G, ahead = kPrefetchBytes / 2;
+#pragma omp parallel num_threads(2)
+  {
+    for (int64_t w = omp_get_thread_num(); w < items; w += 2) {
+      const uint16_t *item = x + w * run;
+      const __m512 pivot = _mm512_set1_ps(_cvtsh_ss(item[0]));
+      struct {
+        __m512 s0, s1, q0, q1;
+      } s = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+      for (int64_t r = 0; r < N; ++r) {
+        const uint16_t *in = item + r * C * HW;
+        const uint16_t *after = r + 1 < N ? in + C * HW : w + 2 < items ? x + (w + 2) * run : in;
+        for (int64_t i = 0; i + 32 <= run; i += 32) {
+          const int64_t a = i + ahead;
+          _mm_prefetch(reinterpret_cast<const char *>(a < run ? in + a : after + (a - run)), _MM_HINT_T1);
+          const __m512 d0 = _mm512_sub_ps(load_half16(in + i), pivot), d1 = _mm512_sub_ps(load_half16(in + i + 16), pivot);
+          s.s0 = _mm512_add_ps(s.s0, d0);
+          s.q0 = _mm512_add_ps(s.q0, _mm512_mul_ps(d0, d0));
+          s.s1 = _mm512_add_ps(s.s1, d1);
+          s.q1 = _mm512_add_ps(s.q1, _mm512_mul_ps(d1, d1));
+        }
+      }
+      // One mean and scale for the item's G channels: the arithmetic, not the statistics, is
+      // what is timed here.
+      const float count = float(N * run);
+      const float shifted_mean = _mm512_reduce_add_ps(_mm512_add_ps(s.s0, s.s1)) / count;
+      const float var = std::max(0.0f, _mm512_reduce_add_ps(_mm512_add_ps(s.q0, s.q1)) / count - shifted_mean * shifted_mean);
+      const __m512 vm = _mm512_add_ps(pivot, _mm512_set1_ps(shifted_mean));
+      const __m512 vk = _mm512_set1_ps(1.0f / __builtin_sqrtf(var + eps)), shift = _mm512_set1_ps(0.5f);
+      for (int64_t r = 0; r < N; ++r) {
+        const uint16_t *in = item + r * C * HW;
+        uint16_t *out = y + w * run + r * C * HW;
+        for (int64_t i = 0; i + 32 <= run; i += 32) {
+          const __m256i lo = _mm512_cvtps_ph(_mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(load_half16(in + i), vm), vk), shift), _MM_FROUND_TO_NEAREST_INT);
+          const __m256i hi = _mm512_cvtps_ph(_mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(load_half16(in + i + 16), vm), vk), shift), _MM_FROUND_TO_NEAREST_INT);
+          _mm512_stream_si512(reinterpret_cast<__m512i *>(out + i), _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1));
+        }
+      }
+    }
+    _mm_sfence();
+  }
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+}  // namespace
+
+int main(int argc, char **argv) {
+  const std::string dtype = argc > 1 ? argv[1] : "";
+  if (dtype != "float32" && dtype != "float64" && dtype != "float16") {
+    std::fprintf(stderr, "usage: %s float32|float64|float16 [N C HW] [rounds] [channels per item]\n", argv[0]);
+    return 2;
+  }
+  if (argc > 4) {
+    N = std::atol(argv[2]);
+    C = std::atol(argv[3]);
+    HW = std::atol(argv[4]);
+  }
+  const int rounds = argc > 5 ? std::atoi(argv[5]) : 21;
+  const int itemsize = dtype == "float16" ? 2 : dtype == "float32" ? 4 : 8;
+  const int param_size = itemsize == 2 ? 4 : itemsize;
+  // pybn's items: float32 two 56x56 channels (runs under kShareRunBytes share twice the
+  // channels), float64 one, float16 four (owned).
+  const int64_t G = argc > 6 ? std::atol(argv[6]) : itemsize == 4 ? 2 : itemsize == 8 ? 1 : kItemChannels16;
+  const int64_t elements = N * C * HW, bytes = elements * itemsize;
+  if (N % 2 != 0 || C % (2 * G) != 0 || HW % 64 != 0) {
+    std::fprintf(stderr, "needs N even, C a multiple of %lld, HW a multiple of 64\n", (long long)(2 * G));
+    return 2;
+  }
+  void *x = huge_alloc(bytes), *y = huge_alloc(bytes);
+  // Values around a different mean in each channel, all finite in float16.
+  std::srand(0);
+  for (int64_t i = 0; i < elements; ++i) {
+    const float v = float((i / HW) % C) * 0.01f + float(std::rand() % 2001 - 1000) * 1e-3f;
+    if (itemsize == 2)
+      static_cast<uint16_t *>(x)[i] = uint16_t(_cvtss_sh(v, _MM_FROUND_TO_NEAREST_INT));
+    else if (itemsize == 4)
+      static_cast<float *>(x)[i] = v;
+    else
+      static_cast<double *>(x)[i] = v;
+  }
+
+  // pybn on the same buffers: training forward, C-contiguous (N, C, HW) views.
+  const int64_t data_shape[3] = {N, C, HW}, channel_shape[1] = {C};
+  std::vector<double> ones(size_t(C), 1.0), zeros(size_t(C), 0.0);
+  std::vector<float> ones32(size_t(C), 1.0f), zeros32(size_t(C), 0.0f);
+  std::vector<float> moving32(size_t(2 * C), 0.0f);
+  std::vector<double> moving64(size_t(2 * C), 0.0);
+  void *gamma = param_size == 4 ? static_cast<void *>(ones32.data()) : ones.data();
+  void *beta = param_size == 4 ? static_cast<void *>(zeros32.data()) : zeros.data();
+  void *moving_mean = param_size == 4 ? static_cast<void *>(moving32.data()) : moving64.data();
+  void *moving_var = param_size == 4 ? static_cast<void *>(moving32.data() + C) : moving64.data() + C;
+  auto tensor = [](void *data, int ndim, const int64_t *shape, int bits) {
+    pybn_tensor t;
+    std::memset(&t, 0, sizeof t);
+    t.data = data;
+    t.device.device_type = PYBN_DEVICE_CPU;
+    t.ndim = ndim;
+    t.dtype.code = PYBN_DTYPE_FLOAT;
+    t.dtype.bits = uint8_t(bits);
+    t.dtype.lanes = 1;
+    t.shape = shape;
+    return t;
+  };
+  const pybn_tensor t_x = tensor(x, 3, data_shape, itemsize * 8), t_y = tensor(y, 3, data_shape, itemsize * 8);
+  const pybn_tensor t_gamma = tensor(gamma, 1, channel_shape, param_size * 8);
+  const pybn_tensor t_beta = tensor(beta, 1, channel_shape, param_size * 8);
+  const pybn_tensor t_mm = tensor(moving_mean, 1, channel_shape, param_size * 8);
+  const pybn_tensor t_mv = tensor(moving_var, 1, channel_shape, param_size * 8);
+  pybn_cpu_set_num_threads(2);  // as the copy and the patterns
+  pybn_params params;
+  pybn_params_default(&params);
+  params.fix_gamma = 0;
+  params.backend = PYBN_BACKEND_CPU;
+  auto run_pybn = [&] {
+    if (pybn_forward(&params, &t_x, &t_gamma, &t_beta, &t_mm, &t_mv, &t_y, nullptr, nullptr) != PYBN_SUCCESS) {
+      std::fprintf(stderr, "pybn_forward: %s\n", pybn_last_error());
+      std::exit(1);
+    }
+  };
+  auto run_pattern = [&] {
+    if (itemsize == 2)
+      train_float16(static_cast<const uint16_t *>(x), static_cast<uint16_t *>(y), G, 1e-3f);
+    else if (itemsize == 4)
+      train_shared<Float32Ops>(static_cast<const float *>(x), static_cast<float *>(y), G, 1e-3);
+    else
+      train_shared<Float64Ops>(static_cast<const double *>(x), static_cast<double *>(y), G, 1e-3);
+  };
+  auto run_copy = [&] { stream_copy(x, y, bytes); };
+
+  std::printf("%s %lldx%lldx%lld (%.1f MiB), %d rounds; pybn %s, %s build, %d threads\n", dtype.c_str(), (long long)N,
+              (long long)C, (long long)HW, double(bytes) / (1 << 20), rounds, pybn_version_string(), pybn_cpu_isa(),
+              pybn_cpu_num_threads());
+  std::vector<double> times[3];
+  const std::vector<std::pair<const char *, std::function<void()>>> contestants = {
+      {"copy", run_copy}, {"pattern", run_pattern}, {"pybn", run_pybn}};
+  for (int r = -2; r < rounds; ++r) {  // two warm-up rounds
+    for (size_t k = 0; k < contestants.size(); ++k) {
+      const size_t j = (k + size_t(r + 2)) % contestants.size();  // the order rotates
+      const double t0 = seconds();
+      contestants[j].second();
+      const double t = seconds() - t0;
+      if (r >= 0) times[j].push_back(t);
+    }
+  }
+  const double copy = median(times[0]), pattern = median(times[1]), pybn = median(times[2]);
+  std::printf("median ms: copy %.3f  pattern %.3f  pybn %.3f\n", copy * 1e3, pattern * 1e3, pybn * 1e3);
+  std::printf("pattern/copy %.2f  pybn/copy %.2f  pybn/pattern %.2f\n", pattern / copy, pybn / copy, pybn / pattern);
+  std::free(x);
+  std::free(y);
+  return 0;
+}
