@@ -78,32 +78,9 @@ void stream_copy(const void *src, void *dst, int64_t bytes) {
 }
 
 // ---- float32 and float64: items shared by the two threads, the next one summed alongside --
-// AVX-512 operations on one vector of float or double.
-struct Float32Ops {
-  using T = float;
-  using V = __m512;
-  static constexpr int L = 16;
-  static V load(const T *p) { return _mm512_loadu_ps(p); }
-  static V splat(T v) { return _mm512_set1_ps(v); }
-  static V zero() { return _mm512_setzero_ps(); }
-  static V add(V a, V b) { return _mm512_add_ps(a, b); }
-  static V sub(V a, V b) { return _mm512_sub_ps(a, b); }
-  static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
-  static void stream(T *p, V v) { _mm512_stream_ps(p, v); }
-  static double total(V v) { return _mm512_reduce_add_ps(v); }
-};
-struct Float64Ops {
-  using T = double;
-  using V = __m512d;
-  static constexpr int L = 8;
-  static V load(const T *p) { return _mm512_loadu_pd(p); }
-  static V splat(T v) { return _mm512_set1_pd(v); }
-  static V zero() { return _mm512_setzero_pd(); }
-  static V add(V a, V b) { return _mm512_add_pd(a, b); }
-  static V sub(V a, V b) { return _mm512_sub_pd(a, b); }
-  static V mul(V a, V b) { return _mm512_mul_pd(a, b); }
-  static void stream(T *p, V v) { _mm512_stream_pd(p, v); }
-  static double total(V v) { return _mm512_reduce_add_pd(v); }
+// One AVX-512 register of T, through GCC's vector extensions (arithmetic by operators).
+template <class T> struct Vector {
+  typedef T type __attribute__((vector_size(64)));
 };
 
 struct PartSums {
@@ -113,10 +90,19 @@ struct PartSums {
 // Items of G adjacent channels (their runs at one outer index lie end to end), each split
 // between the two threads by outer index. One mean and scale per item: the arithmetic, not
 // the statistics, is what is timed.
-template <class Ops> void train_shared(const typename Ops::T *x, typename Ops::T *y, int64_t G, double eps) {
-  using T = typename Ops::T;
-  using V = typename Ops::V;
-  constexpr int L = Ops::L;
+template <class T> void train_shared(const T *x, T *y, int64_t G, double eps) {
+  typedef typename Vector<T>::type V;
+  constexpr int L = int(64 / sizeof(T));
+  const auto load = [](const T *p) {
+    V v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+  };
+  const auto total = [](V v) {
+    double sum = 0.0;
+    for (int l = 0; l < L; ++l) sum += double(v[l]);
+    return sum;
+  };
   const int64_t items = C / G, run = G * HW, count = N * run;
   const int64_t piece = kPieceBytes / int64_t(sizeof(T)), ahead = kPrefetchBytes / int64_t(sizeof(T));
   std::vector<PartSums> parts(size_t(2 * items));
@@ -128,9 +114,9 @@ template <class Ops> void train_shared(const typename Ops::T *x, typename Ops::T
     // of item w + 1 into parts[2 * (w + 1) + t]; w == -1: sums only; w + 1 == items: writes only.
     auto step = [&](int64_t w, double m, double k) {
       const bool sums = w + 1 < items, writes = w >= 0;
-      const V pivot = Ops::splat(sums ? x[(w + 1) * run] : T(0));
-      const V vm = Ops::splat(T(m)), vk = Ops::splat(T(k)), shift = Ops::splat(T(0.5));
-      V s0 = Ops::zero(), s1 = s0, q0 = s0, q1 = s0;  // sums of x - pivot and of its square
+      const V pivot = V{} + (sums ? x[(w + 1) * run] : T(0));
+      const V vm = V{} + T(m), vk = V{} + T(k), shift = V{} + T(0.5);
+      V s0{}, s1{}, q0{}, q1{};  // sums of x - pivot and of its square
       for (int64_t r = n0; r < n1; ++r) {
         const int64_t at = r * C * HW + w * run;  // item w's run (w == -1: not read)
         const T *in = x + std::max<int64_t>(at, 0), *next = x + at + run;
@@ -140,21 +126,21 @@ template <class Ops> void train_shared(const typename Ops::T *x, typename Ops::T
           const int64_t end = std::min(run, p + piece);
           if (writes)
             for (int64_t i = p; i + L <= end; i += L)
-              Ops::stream(out + i, Ops::add(Ops::mul(Ops::sub(Ops::load(in + i), vm), vk), shift));
+              _mm512_stream_si512(reinterpret_cast<__m512i *>(out + i), (__m512i)((load(in + i) - vm) * vk + shift));
           if (sums)
             for (int64_t i = p; i + 2 * L <= end; i += 2 * L) {
               const int64_t a = i + ahead, b = a + L;
               _mm_prefetch(reinterpret_cast<const char *>(a < run ? next + a : after + (a - run)), _MM_HINT_T1);
               _mm_prefetch(reinterpret_cast<const char *>(b < run ? next + b : after + (b - run)), _MM_HINT_T1);
-              const V d0 = Ops::sub(Ops::load(next + i), pivot), d1 = Ops::sub(Ops::load(next + i + L), pivot);
-              s0 = Ops::add(s0, d0);
-              q0 = Ops::add(q0, Ops::mul(d0, d0));
-              s1 = Ops::add(s1, d1);
-              q1 = Ops::add(q1, Ops::mul(d1, d1));
+              const V d0 = load(next + i) - pivot, d1 = load(next + i + L) - pivot;
+              s0 += d0;
+              q0 += d0 * d0;
+              s1 += d1;
+              q1 += d1 * d1;
             }
         }
       }
-      if (sums) parts[size_t(2 * (w + 1) + t)] = {Ops::total(Ops::add(s0, s1)), Ops::total(Ops::add(q0, q1))};
+      if (sums) parts[size_t(2 * (w + 1) + t)] = {total(s0 + s1), total(q0 + q1)};
     };
     step(-1, 0.0, 0.0);
     for (int64_t w = 0; w < items; ++w) {
@@ -301,9 +287,9 @@ int main(int argc, char **argv) {
     if (itemsize == 2)
       train_float16(static_cast<const uint16_t *>(x), static_cast<uint16_t *>(y), G, 1e-3f);
     else if (itemsize == 4)
-      train_shared<Float32Ops>(static_cast<const float *>(x), static_cast<float *>(y), G, 1e-3);
+      train_shared<float>(static_cast<const float *>(x), static_cast<float *>(y), G, 1e-3);
     else
-      train_shared<Float64Ops>(static_cast<const double *>(x), static_cast<double *>(y), G, 1e-3);
+      train_shared<double>(static_cast<const double *>(x), static_cast<double *>(y), G, 1e-3);
   };
   auto run_copy = [&] { stream_copy(x, y, bytes); };
 
