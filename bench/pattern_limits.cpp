@@ -228,8 +228,9 @@ int main(int argc, char **argv) {
   // channels), float64 one, float16 four (owned).
   const int64_t G = argc > 6 ? std::atol(argv[6]) : itemsize == 4 ? 2 : itemsize == 8 ? 1 : kItemChannels16;
   const int64_t elements = N * C * HW, bytes = elements * itemsize;
-  if (N % 2 != 0 || C % (2 * G) != 0 || HW % 64 != 0) {
-    std::fprintf(stderr, "needs N even, C a multiple of %lld, HW a multiple of 64\n", (long long)(2 * G));
+  if (N <= 0 || C <= 0 || HW <= 0 || G <= 0 || rounds <= 0 || N % 2 != 0 || C % (2 * G) != 0 || HW % 64 != 0) {
+    std::fprintf(stderr, "needs N, C, HW, rounds and G (channels per item) positive, N even, C a multiple of 2 G, "
+                         "HW a multiple of 64\n");
     return 2;
   }
   void *x = huge_alloc(bytes), *y = huge_alloc(bytes);
