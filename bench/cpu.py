@@ -22,6 +22,7 @@ import json
 import math
 import os
 import platform
+import random
 import shutil
 import subprocess
 import sys
@@ -381,11 +382,16 @@ class MXNetCase:
         }
 
 
-def time_calls(fn, number, prime=True):
-    """Seconds per call over `number` back-to-back calls, after (with `prime`) one untimed
-    call that wakes the library's thread pool."""
-    if prime:
+def time_calls(fn, number, prime_s=1e-9):
+    """Seconds per call over `number` back-to-back calls, after untimed calls for `prime_s`
+    seconds (at least one where prime_s > 0; the default: exactly one). They wake the
+    library's thread pool and let the caches settle into this contestant's own steady state
+    after whatever ran before it (see measure_group)."""
+    if prime_s > 0:
+        end = time.perf_counter() + prime_s
         fn()
+        while time.perf_counter() < end:
+            fn()
     t0 = time.perf_counter()
     for _ in range(number):
         fn()
@@ -419,7 +425,7 @@ def mxnet_worker():
                 reply({"ok": True, "names": sorted(fns)})
             elif cmd == "run":
                 reply({"ok": True, "seconds": time_calls(fns[req["name"]], req["number"],
-                                                           req["prime"])})
+                                                           req["prime_s"])})
             elif cmd == "outputs":
                 outs = case.reference_outputs()
                 for k, v in outs.items():
@@ -471,8 +477,8 @@ class MXNetRemote:
         names = self.call(cmd="setup", dir=self.dir, layout=layout)["names"]
 
         def sampler(name):
-            return lambda number, prime=True: self.call(cmd="run", name=name, number=number,
-                                                        prime=prime)["seconds"]
+            return lambda number, prime_s=1e-9: self.call(cmd="run", name=name, number=number,
+                                                          prime_s=prime_s)["seconds"]
         return {n: sampler(n) for n in names}
 
     def reference_outputs(self):
@@ -504,7 +510,7 @@ class MXNetLocal:
 
     def setup(self, phys, layout):
         self.case = MXNetCase(self.mx, phys, layout)
-        return {n: (lambda f: lambda number, prime=True: time_calls(f, number, prime))(f)
+        return {n: (lambda f: lambda number, prime_s=1e-9: time_calls(f, number, prime_s))(f)
                 for n, f in self.case.contestants().items()}
 
     def reference_outputs(self):
@@ -533,14 +539,23 @@ def rel_err(a, b):
     return float(diff / scale) if scale > 0 else float(diff)
 
 
-def measure_group(samplers, repeats, warmup, min_sample_s, gap_s, label):
+def measure_group(samplers, repeats, warmup, min_sample_s, gap_s, label, seed=0, prime_s=0.02):
     """Warm up, calibrate calls per sample, then `repeats` interleaved rounds.
 
     samplers: name -> f(number) returning seconds per call. Each round visits every
-    contestant once, starting one further along each time. time_calls makes one untimed
-    call first (for calls under 50 ms), so the contestant's own thread pool is awake and
-    the previous contestant's OpenMP workers (pybn and PyTorch each bring their own
-    libgomp, whose workers spin ~4 ms after a parallel region) have mostly gone idle.
+    contestant once, in an order shuffled afresh each round (seeded), so that no contestant
+    always runs right after the same one. That matters: a contestant that leaves much of
+    its output dirty in the caches (ordinary stores: the add and copy_rfo floors, most
+    peers) slows whatever runs next, for several calls (float16 32x256x56x56 training:
+    1.5x on the first calls after the add floor). A rotation that kept the order fixed
+    gave every contestant one predecessor for the whole run (pybn's first contestant
+    always followed the last floor, add). Each sample's predecessor is kept in
+    "after". Before each sample of a call under 50 ms, time_calls makes untimed calls for
+    `prime_s` (default 20 ms; the float16 training above needs about six calls, 15 ms, to
+    get back to its steady state), so that every sample is taken in the contestant's own
+    steady state, its thread pool awake and the previous contestant's OpenMP workers (pybn
+    and PyTorch each bring their own libgomp, whose workers spin ~4 ms after a parallel
+    region) gone idle.
     """
     results, live = {}, []
     for name, sample in samplers.items():
@@ -554,7 +569,8 @@ def measure_group(samplers, repeats, warmup, min_sample_s, gap_s, label):
                     break
                 number = min(100000, max(2 * number, math.ceil(1.2 * min_sample_s / max(t, 1e-9))))
             # A wake-up costs well under 1 ms: calls slower than 50 ms need no priming call.
-            results[name] = {"number": number, "prime": t < 0.05, "samples_s": []}
+            results[name] = {"number": number, "prime_s": prime_s if t < 0.05 else 0.0,
+                             "samples_s": [], "after": []}
             live.append(name)
         except Exception as e:  # noqa: BLE001
             results[name] = {"error": f"{type(e).__name__}: {e}"}
@@ -562,9 +578,11 @@ def measure_group(samplers, repeats, warmup, min_sample_s, gap_s, label):
     gc_was = gc.isenabled()
     gc.disable()
     try:
+        order, previous = list(live), None
+        shuffle = random.Random(seed)
         for r in range(repeats):
-            k = r % len(live) if live else 0
-            for name in live[k:] + live[:k]:
+            shuffle.shuffle(order)
+            for name in order:
                 res = results[name]
                 if "error" in res:
                     continue
@@ -573,7 +591,9 @@ def measure_group(samplers, repeats, warmup, min_sample_s, gap_s, label):
                     while time.perf_counter() < end:
                         pass
                 try:
-                    res["samples_s"].append(samplers[name](res["number"], res["prime"]))
+                    res["samples_s"].append(samplers[name](res["number"], res["prime_s"]))
+                    res["after"].append(previous)
+                    previous = name
                 except Exception as e:  # noqa: BLE001
                     res["error"] = f"{type(e).__name__}: {e}"
                     log(f"  {label}: {name} failed in round {r}: {res['error']}")
@@ -668,12 +688,17 @@ def parse_args(argv):
     p.add_argument("--min-sample-ms", type=float, default=None,
                    help="calls per sample are raised until a sample lasts this long "
                         "(default 5; quick 1)")
+    p.add_argument("--prime-ms", type=float, default=None,
+                   help="untimed calls of the same contestant for this long before each sample "
+                        "of calls under 50 ms, so that it is timed in its own steady state "
+                        "(default 20; quick 2)")
     p.add_argument("--gap-ms", type=float, default=0.0,
                    help="busy-wait this long before each sample (default 0)")
     p.add_argument("--threads", type=int, default=None,
                    help="threads for pybn (via OMP_NUM_THREADS), PyTorch, MXNet and the "
                         "split floors (default: pybn.info()['omp_threads'] or os.cpu_count())")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seeds the data and each round's order of contestants")
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--no-mxnet", action="store_true")
     p.add_argument("--no-check", action="store_true",
@@ -705,6 +730,7 @@ def parse_args(argv):
     a.repeats = a.repeats or (5 if a.quick else 15)
     a.warmup = a.warmup if a.warmup is not None else (1 if a.quick else 2)
     a.min_sample_ms = a.min_sample_ms if a.min_sample_ms is not None else (1.0 if a.quick else 5.0)
+    a.prime_ms = a.prime_ms if a.prime_ms is not None else (2.0 if a.quick else 20.0)
     return a
 
 
@@ -796,7 +822,7 @@ def main(argv=None):
         samplers, cases = {}, {}
 
         def local(fns):
-            return {n: (lambda f: lambda number, prime=True: time_calls(f, number, prime))(f)
+            return {n: (lambda f: lambda number, prime_s=1e-9: time_calls(f, number, prime_s))(f)
                     for n, f in fns.items()}
 
         if pybn is not None:
@@ -833,7 +859,8 @@ def main(argv=None):
             check_group(group, cases, mxnet, phys, label)
 
         res = measure_group(samplers, args.repeats, args.warmup, args.min_sample_ms / 1e3,
-                            args.gap_ms / 1e3, label)
+                            args.gap_ms / 1e3, label, seed=args.seed * 1000 + gi,
+                            prime_s=args.prime_ms / 1e3)
         group["results"] = res
         for k, v in res.items():
             if k.startswith("floor/") and "median_ms" in v:
@@ -870,6 +897,7 @@ def main(argv=None):
             json.dump({"machine": facts, "config": {
                 "eps": EPS, "momentum": MOMENTUM, "repeats": args.repeats, "warmup": args.warmup,
                 "min_sample_ms": args.min_sample_ms, "gap_ms": args.gap_ms,
+                "prime_ms": args.prime_ms,
                 "stat": args.stat, "quick": args.quick, "seed": args.seed},
                 "groups": groups, "rows": rows}, f, indent=1)
         log(f"wrote {args.json}")
