@@ -1,0 +1,103 @@
+"""How bench/cpu.py samples its contestants (measure_group, time_calls), checked with stub
+contestants that record when they run. Speed is never asserted here: these tests hold the
+benchmark to its method (every contestant once a round, in an order that changes, so that no
+contestant always runs after the same one; untimed calls of the same contestant first)."""
+import importlib.util
+import pathlib
+import time
+
+import pytest
+
+BENCH = pathlib.Path(__file__).resolve().parent.parent / "bench" / "cpu.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("pybn_bench_cpu", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def stub_samplers(seconds, calls):
+    """name -> sampler(number, prime_s) that records (name, number, prime_s) and reports
+    seconds[name] per call."""
+    def sampler(name):
+        def sample(number, prime_s=1e-9):
+            calls.append((name, number, prime_s))
+            return seconds[name]
+        return sample
+    return {name: sampler(name) for name in seconds}
+
+
+def timed_rounds(bench, names, repeats, seed, per_call=0.01, prime_s=0.02):
+    calls = []
+    results = bench.measure_group(stub_samplers({n: per_call for n in names}, calls), repeats=repeats,
+                                  warmup=1, min_sample_s=0.0, gap_s=0.0, label="stub", seed=seed,
+                                  prime_s=prime_s)
+    # Warm-up calls pass prime_s False, calibration calls the default; samples pass prime_s.
+    timed = [name for name, _, prime in calls if prime == prime_s]
+    return results, [timed[i:i + len(names)] for i in range(0, len(timed), len(names))]
+
+
+def test_every_contestant_once_a_round_in_changing_orders(bench):
+    names = [f"c{i}" for i in range(6)]
+    results, rounds = timed_rounds(bench, names, repeats=20, seed=3)
+    assert len(rounds) == 20
+    for order in rounds:
+        assert sorted(order) == names
+    assert len({tuple(order) for order in rounds}) > 10
+    for name in names:
+        res = results[name]
+        assert len(res["samples_s"]) == 20
+        assert res["median_ms"] == pytest.approx(10.0)
+        # Its predecessors vary: a fixed rotation would give each contestant one.
+        assert len(set(res["after"][1:])) >= 3, (name, res["after"])
+
+
+def test_after_names_the_contestant_that_ran_just_before(bench):
+    names = ["a", "b", "c", "d"]
+    results, rounds = timed_rounds(bench, names, repeats=7, seed=11)
+    sequence = [name for order in rounds for name in order]
+    seen = {name: [] for name in names}
+    for i, name in enumerate(sequence):
+        seen[name].append(sequence[i - 1] if i > 0 else None)
+    for name in names:
+        assert results[name]["after"] == seen[name]
+
+
+def test_the_order_follows_the_seed(bench):
+    names = [f"c{i}" for i in range(5)]
+    _, first = timed_rounds(bench, names, repeats=6, seed=5)
+    _, again = timed_rounds(bench, names, repeats=6, seed=5)
+    _, other = timed_rounds(bench, names, repeats=6, seed=6)
+    assert first == again
+    assert first != other
+
+
+def test_samples_of_slow_calls_are_not_primed(bench):
+    calls = []
+    results = bench.measure_group(stub_samplers({"fast": 0.01, "slow": 0.06}, calls), repeats=3, warmup=1,
+                                  min_sample_s=0.0, gap_s=0.0, label="stub", seed=0, prime_s=0.02)
+    assert results["fast"]["prime_s"] == 0.02
+    assert results["slow"]["prime_s"] == 0.0
+    # (the warm-up call passes False)
+    assert [prime for name, _, prime in calls if name == "slow" and prime is not False][-3:] == [0.0] * 3
+
+
+def test_time_calls_primes_for_the_time_asked(bench):
+    stamps = []
+
+    def call():
+        stamps.append(time.perf_counter())
+
+    bench.time_calls(call, 3, prime_s=0.0)
+    assert len(stamps) == 3
+    stamps.clear()
+    bench.time_calls(call, 3)               # the default: one untimed call
+    assert len(stamps) == 4
+    stamps.clear()
+    bench.time_calls(call, 3, prime_s=0.01)
+    assert len(stamps) >= 5
+    first_timed = stamps[-3]
+    assert first_timed - stamps[0] >= 0.009
