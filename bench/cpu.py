@@ -568,7 +568,8 @@ def measure_group(samplers, repeats, warmup, min_sample_s, gap_s, label, seed=0,
                 if t * number >= min_sample_s or number >= 100000:
                     break
                 number = min(100000, max(2 * number, math.ceil(1.2 * min_sample_s / max(t, 1e-9))))
-            # A wake-up costs well under 1 ms: calls slower than 50 ms need no priming call.
+            # Calls slower than 50 ms are not primed: a wake-up costs well under 1 ms, and the
+            # caches' leftovers from the previous contestant weigh little against such a call.
             results[name] = {"number": number, "prime_s": prime_s if t < 0.05 else 0.0,
                              "samples_s": [], "after": []}
             live.append(name)
