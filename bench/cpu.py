@@ -401,6 +401,12 @@ def time_calls(fn, number, prime_s=1e-9):
     return (time.perf_counter() - t0) / number
 
 
+def local_samplers(fns):
+    """name -> sampler(number, prime_s) that times fns[name] in this process (time_calls)."""
+    return {n: (lambda f: lambda number, prime_s=1e-9: time_calls(f, number, prime_s))(f)
+            for n, f in fns.items()}
+
+
 def mxnet_worker():
     """Line-oriented JSON server on stdin/stdout, used by MXNetRemote."""
     out = sys.stdout
@@ -513,8 +519,7 @@ class MXNetLocal:
 
     def setup(self, phys, layout):
         self.case = MXNetCase(self.mx, phys, layout)
-        return {n: (lambda f: lambda number, prime_s=1e-9: time_calls(f, number, prime_s))(f)
-                for n, f in self.case.contestants().items()}
+        return local_samplers(self.case.contestants())
 
     def reference_outputs(self):
         return self.case.reference_outputs()
@@ -825,15 +830,11 @@ def main(argv=None):
                  "bytes": nbytes, "errors": {}, "checks": {}}
         samplers, cases = {}, {}
 
-        def local(fns):
-            return {n: (lambda f: lambda number, prime_s=1e-9: time_calls(f, number, prime_s))(f)
-                    for n, f in fns.items()}
-
         if pybn is not None:
             try:
                 c = PybnCase(pybn, phys, layout)
                 cases["pybn"] = c
-                samplers.update(local(c.contestants()))
+                samplers.update(local_samplers(c.contestants()))
             except Exception as e:  # noqa: BLE001
                 group["errors"]["pybn"] = f"{type(e).__name__}: {e}"
                 log(f"  {label}: pybn setup failed: {group['errors']['pybn']}")
@@ -841,7 +842,7 @@ def main(argv=None):
             try:
                 c = TorchCase(torch, phys, layout)
                 cases["torch"] = c
-                samplers.update(local(c.contestants()))
+                samplers.update(local_samplers(c.contestants()))
             except Exception as e:  # noqa: BLE001
                 group["errors"]["torch"] = f"{type(e).__name__}: {e}"
                 log(f"  {label}: torch setup failed: {group['errors']['torch']}")
@@ -852,7 +853,7 @@ def main(argv=None):
                 group["errors"]["mxnet"] = f"{type(e).__name__}: {e}"
                 log(f"  {label}: mxnet setup failed: {group['errors']['mxnet']}")
         floors = Floors(phys["x"], phys["dy"], threads)
-        samplers.update(local(floors.contestants()))
+        samplers.update(local_samplers(floors.contestants()))
 
         wanted = [n for n in samplers
                   if n.startswith("floor/") or (n.split("/")[1] in args.ops
