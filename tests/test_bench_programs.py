@@ -1,0 +1,62 @@
+"""The C++ programs of bench/ (pattern_limits.cpp, strip_limits.cpp) build against the installed
+library with the command their headers give, and, where the CPU has AVX-512, run on a small
+shape and print their result lines. Their timings are not checked (speed lives in bench/)."""
+import pathlib
+import shutil
+import subprocess
+
+import pytest
+
+BENCH = pathlib.Path(__file__).resolve().parent.parent / "bench"
+FLAGS = ["-O2", "-fopenmp", "-mavx512f", "-mavx512bw", "-mavx512dq", "-mf16c"]
+
+# program -> (arguments of a small run, a line its output must contain)
+PROGRAMS = {
+    "pattern_limits.cpp": (["float32", "2", "4", "64", "1"], "pybn/pattern"),
+    "strip_limits.cpp": (["16", "128", "1"], "pybn/strips"),
+}
+
+
+def has_avx512():
+    try:
+        flags = pathlib.Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512f " in flags.replace("\n", " ") and " avx512bw " in flags.replace("\n", " ")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """source -> (path of the program, the compiler's result)."""
+    import pybn
+
+    library = pathlib.Path(pybn.get_library())
+    out = tmp_path_factory.mktemp("bench_programs")
+    results = {}
+    for source in PROGRAMS:
+        exe = out / source.replace(".cpp", "")
+        results[source] = exe, subprocess.run(
+            ["g++", *FLAGS, f"-I{pybn.get_include()}", str(BENCH / source), "-o", str(exe),
+             f"-L{library.parent}", f"-l:{library.name}", f"-Wl,-rpath,{library.parent}"],
+            capture_output=True, text=True)
+    return results
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed")
+@pytest.mark.parametrize("source", sorted(PROGRAMS))
+def test_bench_program_builds(source, built):
+    exe, result = built[source]
+    assert result.returncode == 0, result.stderr
+    assert exe.is_file()
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed")
+@pytest.mark.skipif(not has_avx512(), reason="the bench programs need AVX-512 to run")
+@pytest.mark.parametrize("source", sorted(PROGRAMS))
+def test_bench_program_runs(source, built):
+    exe, result = built[source]
+    assert result.returncode == 0, result.stderr
+    args, expected = PROGRAMS[source]
+    ran = subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=120)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert "median" in ran.stdout and expected in ran.stdout, ran.stdout
