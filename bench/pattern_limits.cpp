@@ -43,6 +43,7 @@
 #include <string>
 #include <vector>
 
+#include "cpu_tensor.h"
 #include "pybn/pybn.h"
 
 namespace {
@@ -272,23 +273,11 @@ int main(int argc, char **argv) {
   std::vector<double> params64(size_t(4 * C), 1.0);
   char *const params_base = param_size == 4 ? reinterpret_cast<char *>(params32.data()) : reinterpret_cast<char *>(params64.data());
   const auto param = [&](int k) { return static_cast<void *>(params_base + k * C * param_size); };
-  auto tensor = [](void *data, int ndim, const int64_t *shape, int bits) {
-    pybn_tensor t;
-    std::memset(&t, 0, sizeof t);
-    t.data = data;
-    t.device.device_type = PYBN_DEVICE_CPU;
-    t.ndim = ndim;
-    t.dtype.code = PYBN_DTYPE_FLOAT;
-    t.dtype.bits = uint8_t(bits);
-    t.dtype.lanes = 1;
-    t.shape = shape;
-    return t;
-  };
-  const pybn_tensor t_x = tensor(x, 3, data_shape, itemsize * 8), t_y = tensor(y, 3, data_shape, itemsize * 8);
-  const pybn_tensor t_gamma = tensor(param(0), 1, channel_shape, param_size * 8);
-  const pybn_tensor t_beta = tensor(param(1), 1, channel_shape, param_size * 8);
-  const pybn_tensor t_mm = tensor(param(2), 1, channel_shape, param_size * 8);
-  const pybn_tensor t_mv = tensor(param(3), 1, channel_shape, param_size * 8);
+  const pybn_tensor t_x = cpu_tensor(x, 3, data_shape, itemsize * 8), t_y = cpu_tensor(y, 3, data_shape, itemsize * 8);
+  const pybn_tensor t_gamma = cpu_tensor(param(0), 1, channel_shape, param_size * 8);
+  const pybn_tensor t_beta = cpu_tensor(param(1), 1, channel_shape, param_size * 8);
+  const pybn_tensor t_mm = cpu_tensor(param(2), 1, channel_shape, param_size * 8);
+  const pybn_tensor t_mv = cpu_tensor(param(3), 1, channel_shape, param_size * 8);
   pybn_cpu_set_num_threads(2);  // as the copy and the patterns
   pybn_params params;
   pybn_params_default(&params);

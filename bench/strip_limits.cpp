@@ -35,6 +35,7 @@
 #include <string>
 #include <vector>
 
+#include "cpu_tensor.h"
 #include "pybn/pybn.h"
 
 namespace {
@@ -128,21 +129,9 @@ int main(int argc, char **argv) {
 
   const int64_t data_shape[2] = {R, C}, channel_shape[1] = {C};
   std::vector<float> params(size_t(4 * C), 1.0f);  // gamma, beta, moving mean, moving var
-  auto tensor = [](void *data, int ndim, const int64_t *shape, int bits) {
-    pybn_tensor t;
-    std::memset(&t, 0, sizeof t);
-    t.data = data;
-    t.device.device_type = PYBN_DEVICE_CPU;
-    t.ndim = ndim;
-    t.dtype.code = PYBN_DTYPE_FLOAT;
-    t.dtype.bits = uint8_t(bits);
-    t.dtype.lanes = 1;
-    t.shape = shape;
-    return t;
-  };
-  const pybn_tensor t_x = tensor(x, 2, data_shape, 16), t_y = tensor(y, 2, data_shape, 16);
+  const pybn_tensor t_x = cpu_tensor(x, 2, data_shape, 16), t_y = cpu_tensor(y, 2, data_shape, 16);
   pybn_tensor t_param[4];
-  for (int k = 0; k < 4; ++k) t_param[k] = tensor(params.data() + k * C, 1, channel_shape, 32);
+  for (int k = 0; k < 4; ++k) t_param[k] = cpu_tensor(params.data() + k * C, 1, channel_shape, 32);
   pybn_params p;
   pybn_params_default(&p);
   p.fix_gamma = 0;
