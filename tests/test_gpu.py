@@ -2,7 +2,10 @@
 of the CPU path and of the float64 model, results come back as CuPy arrays on the caller's
 device and stream, and bad input is rejected with nothing written.
 
-Skipped, with the reason, where CuPy or a CUDA device is missing."""
+Until the CUDA backend is built (cuda/README.md), the backend's own checks skip with that reason
+and the checks of what this build promises run instead: device arrays are refused with
+RuntimeError and nothing written. Skipped, with the reason, where CuPy or a CUDA device is
+missing."""
 
 import numpy as np
 import pytest
@@ -25,6 +28,11 @@ if _device_count() == 0:
     pytest.skip("no CUDA device visible to CuPy", allow_module_level=True)
 
 pytestmark = pytest.mark.gpu
+
+CUDA_BUILT = pybn.info()["backends"]["cuda"]["built"]
+needs_cuda_backend = pytest.mark.skipif(
+    not CUDA_BUILT, reason="pybn is built without its CUDA backend (cuda/README.md); "
+    "these are that backend's checks")
 
 GPU_DTYPES = ("float16", "float32", "float64")  # CuPy has no bfloat16 arrays
 
@@ -66,6 +74,7 @@ def run_step(arrays, dy, **flags):
             "dgamma": dgamma, "dbeta": dbeta}
 
 
+@needs_cuda_backend
 @pytest.mark.parametrize("cudnn_off", [False, True])
 @pytest.mark.parametrize("training,use_global_stats", [(True, False), (True, True),
                                                        (False, False)])
@@ -105,6 +114,7 @@ def test_gpu_matches_cpu_and_reference(rng, dtype_name, axis, fix_gamma, trainin
                      scale=max(scale, 1e-300), what=f"{name} vs CPU")
 
 
+@needs_cuda_backend
 @pytest.mark.parametrize("axis", [1, -1])
 def test_select_backend_for_device_arrays(axis):
     data = cupy.zeros((2, 3, 4, 5), dtype=cupy.float32)
@@ -114,6 +124,7 @@ def test_select_backend_for_device_arrays(axis):
     assert pybn.select_backend(data, axis=2) == "cuda"
 
 
+@needs_cuda_backend
 def test_cudnn_epsilon_floor():
     floor = pybn.CUDNN_BN_MIN_EPSILON
     data = cupy.ones((2, 3, 4), dtype=cupy.float32)
@@ -129,6 +140,7 @@ def test_cudnn_epsilon_floor():
     assert isinstance(y, cupy.ndarray)
 
 
+@needs_cuda_backend
 def test_in_place_and_out_on_device(rng):
     inputs = host_inputs(rng, (3, 4, 8), 1, np.float32)
     arrays = to_device(inputs)
@@ -145,6 +157,7 @@ def test_in_place_and_out_on_device(rng):
     assert_close(data.get(), expected["y"])
 
 
+@needs_cuda_backend
 @pytest.mark.parametrize("cudnn_off", [False, True])
 def test_large_mean_accuracy_on_device(cudnn_off):
     rng = np.random.default_rng(99)
@@ -164,6 +177,7 @@ def test_large_mean_accuracy_on_device(cudnn_off):
     np.testing.assert_allclose(y.get(), expected["y"], rtol=0, atol=1e-4)
 
 
+@needs_cuda_backend
 def test_non_dense_device_input(rng):
     big = rng.normal(1, 2, (5, 8, 9)).astype(np.float32)
     data_host = big[::-1, ::2, 1::2]
@@ -176,6 +190,7 @@ def test_non_dense_device_input(rng):
     assert_close(y.get(), forward_reference(**inputs, fix_gamma=False)["y"])
 
 
+@needs_cuda_backend
 def test_nan_stays_in_its_channel_on_device(rng):
     inputs = host_inputs(rng, (4, 5, 6), 1, np.float32)
     bad = dict(inputs, data=inputs["data"].copy())
@@ -203,6 +218,7 @@ def test_device_mismatch_is_rejected(rng):
     np.testing.assert_array_equal(moving_var.get(), inputs["moving_var"])
 
 
+@needs_cuda_backend
 def test_bit_identical_between_runs_on_cuda_backend(rng):
     inputs = to_device(host_inputs(rng, (16, 8, 33, 17), 1, np.float32))
     dy = cupy.asarray(rng.standard_normal((16, 8, 33, 17)).astype(np.float32))
@@ -212,6 +228,7 @@ def test_bit_identical_between_runs_on_cuda_backend(rng):
         assert first[name].get().tobytes() == second[name].get().tobytes(), name
 
 
+@needs_cuda_backend
 def test_runs_on_the_callers_stream(rng):
     inputs = host_inputs(rng, (8, 4, 64, 64), 1, np.float32)
     stream = cupy.cuda.Stream(non_blocking=True)
@@ -222,3 +239,68 @@ def test_runs_on_the_callers_stream(rng):
         result = cupy.asnumpy(y, stream=stream)
         stream.synchronize()
     assert_close(result, forward_reference(**inputs, fix_gamma=False)["y"])
+
+
+# ---- this build, without the CUDA backend ----------------------------------------------------
+
+without_cuda_backend = pytest.mark.skipif(
+    CUDA_BUILT, reason="the CUDA backend is built: its own checks above apply")
+
+
+def device_bytes(arrays):
+    """Each device array's bytes, copied to the host (NaN-safe to compare)."""
+    return {name: cupy.asnumpy(array).tobytes() for name, array in arrays.items()}
+
+
+@without_cuda_backend
+@pytest.mark.parametrize("training,use_global_stats", [(True, False), (True, True),
+                                                       (False, False)])
+@pytest.mark.parametrize("with_outputs", [False, True])
+@pytest.mark.parametrize("axis", [1, -1])
+@pytest.mark.parametrize("dtype_name", GPU_DTYPES)
+def test_device_arrays_refused_without_cuda_backend(rng, dtype_name, axis, with_outputs,
+                                                    training, use_global_stats):
+    dtype = np.dtype(dtype_name)
+    shape = (4, 6, 5, 7)
+    inputs = host_inputs(rng, shape, axis, dtype)
+    arrays = to_device(inputs)
+    channels = shape[axis]
+    stat = param_dtype(dtype)
+    arrays["dy"] = cupy.asarray(rng.standard_normal(shape).astype(dtype))
+    arrays["mean"] = cupy.asarray(rng.uniform(-1, 1, channels).astype(stat))
+    arrays["invstd"] = cupy.asarray(rng.uniform(0.5, 2, channels).astype(stat))
+    outputs = {}
+    if with_outputs:  # poisoned, as the caller's preallocated buffers
+        outputs = {"out": cupy.full(shape, cupy.nan, dtype=dtype),
+                   "dx": cupy.full(shape, cupy.nan, dtype=dtype),
+                   "dgamma": cupy.full(channels, cupy.nan, dtype=stat),
+                   "dbeta": cupy.full(channels, cupy.nan, dtype=stat)}
+    before = device_bytes({**arrays, **outputs})
+    flags = dict(axis=axis, fix_gamma=True, training=training,
+                 use_global_stats=use_global_stats)
+
+    with pytest.raises(RuntimeError, match="without a CUDA backend"):
+        pybn.batch_norm(arrays["data"], arrays["gamma"], arrays["beta"], arrays["moving_mean"],
+                        arrays["moving_var"], output_mean_var=True, out=outputs.get("out"),
+                        **flags)
+    with pytest.raises(RuntimeError, match="without a CUDA backend"):
+        pybn.batch_norm_backward(arrays["dy"], arrays["data"], arrays["gamma"], arrays["mean"],
+                                 arrays["invstd"], dx=outputs.get("dx"),
+                                 dgamma=outputs.get("dgamma"), dbeta=outputs.get("dbeta"),
+                                 **flags)
+    with pytest.raises(RuntimeError, match="without a CUDA backend"):
+        pybn.select_backend(arrays["data"], axis=axis)
+    # fix_gamma would write 1 into gamma and training the moving statistics: neither happened.
+    assert device_bytes({**arrays, **outputs}) == before
+
+
+@without_cuda_backend
+def test_non_dense_device_input_refused_without_cuda_backend(rng):
+    big = cupy.asarray(rng.normal(1, 2, (5, 8, 9)).astype(np.float32))
+    data = big[::-1, ::2, 1::2]
+    params = {name: cupy.asarray(rng.uniform(0.5, 1.5, 4).astype(np.float32))
+              for name in ("gamma", "beta", "moving_mean", "moving_var")}
+    before = device_bytes({"big": big, **params})
+    with pytest.raises(RuntimeError, match="without a CUDA backend"):
+        pybn.batch_norm(data, *params.values(), fix_gamma=True)
+    assert device_bytes({"big": big, **params}) == before

@@ -1,6 +1,6 @@
 /* Tests of the C ABI from C99 (compiled with -std=c99 -pedantic -Werror): versions, statuses,
  * last-error messages, "nothing written on error", dense layouts through strides, float64,
- * grad_req null with NULL buffers. Numbers are checked against sums computed here in double. */
+ * grad_req null with NULL buffers, CUDA memory refused without the CUDA backend. Numbers are checked against sums computed here in double. */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -134,6 +134,66 @@ static void test_errors_leave_buffers(void) {
     double eps = -1;
     EXPECT(pybn_cudnn_min_epsilon(&eps) == PYBN_ERROR_NOT_SUPPORTED && eps == -1);
   }
+}
+
+/* Memory on a CUDA device, with no CUDA backend built: every entry point answers
+ * PYBN_ERROR_NOT_SUPPORTED, after the argument checks (a device mismatch is still
+ * INVALID_VALUE), and touches nothing. Host buffers stand in for device memory: the library
+ * must never dereference them, so their bytes stay as they were. Pinned host memory
+ * (CUDA_HOST) is host memory and runs on the CPU. */
+static void test_device_memory_without_cuda_backend(void) {
+  float x[8] = {1, 2, 3, 4, 5, 6, 7, 8}, y[8], gamma[2] = {3, 3}, beta[2] = {0, 0}, mm[2] = {7, 7}, mv[2] = {9, 9};
+  float dy[8] = {1, -1, 2, -2, 3, -3, 4, -4}, mean[2] = {5, 5}, invstd[2] = {6, 6}, dx[8], dgamma[2], dbeta[2];
+  float *buffers[] = {x, y, gamma, beta, mm, mv, dy, mean, invstd, dx, dgamma, dbeta};
+  const int sizes[] = {8, 8, 2, 2, 2, 2, 8, 2, 2, 8, 2, 2};
+  float before[12][8];
+  const int64_t shape[2] = {4, 2}, cshape[1] = {2};
+  const int32_t device_types[2] = {PYBN_DEVICE_CUDA, PYBN_DEVICE_CUDA_MANAGED};
+  pybn_tensor tx = tensor(x, 32, 2, shape, NULL), ty = tensor(y, 32, 2, shape, NULL);
+  pybn_tensor tg = tensor(gamma, 32, 1, cshape, NULL), tb = tensor(beta, 32, 1, cshape, NULL);
+  pybn_tensor tmm = tensor(mm, 32, 1, cshape, NULL), tmv = tensor(mv, 32, 1, cshape, NULL);
+  pybn_tensor tdy = tensor(dy, 32, 2, shape, NULL), tmean = tensor(mean, 32, 1, cshape, NULL);
+  pybn_tensor tinv = tensor(invstd, 32, 1, cshape, NULL), tdx = tensor(dx, 32, 2, shape, NULL);
+  pybn_tensor tdg = tensor(dgamma, 32, 1, cshape, NULL), tdb = tensor(dbeta, 32, 1, cshape, NULL);
+  pybn_tensor *all[] = {&tx, &ty, &tg, &tb, &tmm, &tmv, &tdy, &tmean, &tinv, &tdx, &tdg, &tdb};
+  pybn_backend backend = PYBN_BACKEND_AUTO;
+  pybn_params p;
+  int d, i, b;
+  if (pybn_backend_built(PYBN_BACKEND_CUDA)) {
+    printf("test_device_memory_without_cuda_backend: not run (the CUDA backend is built)\n");
+    return;
+  }
+  EXPECT(!pybn_backend_available(PYBN_BACKEND_CUDA) && !pybn_backend_available(PYBN_BACKEND_CUDNN));
+  for (i = 0; i < 8; ++i) y[i] = dx[i] = -1;
+  dgamma[0] = dgamma[1] = dbeta[0] = dbeta[1] = -1;
+  for (b = 0; b < 12; ++b) memcpy(before[b], buffers[b], (size_t)sizes[b] * sizeof(float));
+  pybn_params_default(&p);
+  p.output_mean_var = 1;
+
+  for (d = 0; d < 2; ++d) {
+    for (b = 0; b < 12; ++b) all[b]->device.device_type = device_types[d];
+    EXPECT(pybn_forward(&p, &tx, &tg, &tb, &tmm, &tmv, &ty, &tmean, &tinv) == PYBN_ERROR_NOT_SUPPORTED);
+    EXPECT(strstr(pybn_last_error(), "without a CUDA backend") != NULL);
+    EXPECT(pybn_backward(&p, &tdy, &tx, &tg, &tmean, &tinv, &tdx, &tdg, &tdb) == PYBN_ERROR_NOT_SUPPORTED);
+    EXPECT(pybn_select_backend(&p, &tx, &backend) == PYBN_ERROR_NOT_SUPPORTED);
+    EXPECT(backend == PYBN_BACKEND_AUTO);
+    /* Forcing the CPU backend on device memory is a bad request, not a missing backend. */
+    p.backend = PYBN_BACKEND_CPU;
+    EXPECT(pybn_forward(&p, &tx, &tg, &tb, &tmm, &tmv, &ty, &tmean, &tinv) == PYBN_ERROR_INVALID_VALUE);
+    p.backend = PYBN_BACKEND_AUTO;
+    /* gamma in host memory beside device data: the mismatch is named first. */
+    tg.device.device_type = PYBN_DEVICE_CPU;
+    EXPECT(pybn_forward(&p, &tx, &tg, &tb, &tmm, &tmv, &ty, &tmean, &tinv) == PYBN_ERROR_INVALID_VALUE);
+    EXPECT(strstr(pybn_last_error(), "gamma") != NULL);
+  }
+  for (b = 0; b < 12; ++b) EXPECT(memcmp(before[b], buffers[b], (size_t)sizes[b] * sizeof(float)) == 0);
+
+  /* Pinned host memory is host memory. */
+  for (b = 0; b < 12; ++b) all[b]->device.device_type = PYBN_DEVICE_CUDA_HOST;
+  EXPECT(pybn_select_backend(&p, &tx, &backend) == PYBN_SUCCESS && backend == PYBN_BACKEND_CPU);
+  EXPECT(pybn_forward(&p, &tx, &tg, &tb, &tmm, &tmv, &ty, &tmean, &tinv) == PYBN_SUCCESS);
+  EXPECT(mean[0] == 4 && mean[1] == 5); /* columns {1,3,5,7} and {2,4,6,8} */
+  for (i = 0; i < 8; ++i) EXPECT(y[i] != -1);
 }
 
 /* Backward with dgamma requested only (dx and dbeta NULL under the null request). */
@@ -282,6 +342,7 @@ int main(void) {
   test_channels_last_float64();
   test_errors_leave_buffers();
   test_backward_null_requests();
+  test_device_memory_without_cuda_backend();
   if (failures) {
     fprintf(stderr, "%d check(s) failed\n", failures);
     return 1;
