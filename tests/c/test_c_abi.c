@@ -1,6 +1,7 @@
 /* Tests of the C ABI from C99 (compiled with -std=c99 -pedantic -Werror): versions, statuses,
  * last-error messages, "nothing written on error", dense layouts through strides, float64,
- * grad_req null with NULL buffers, CUDA memory refused without the CUDA backend. Numbers are checked against sums computed here in double. */
+ * grad_req null with NULL buffers, CUDA memory refused without the CUDA backend. Numbers are
+ * checked against sums computed here in double. */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
