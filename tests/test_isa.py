@@ -27,7 +27,10 @@ CASES = [
     ((4, 6, 7, 7), 1, "float64"),
     ((6, 37), 1, "float64"),
     ((3, 12, 560), 1, "float64"),          # long runs ending in whole vectors and a scalar tail
-    # from here on large enough (>= 2M elements) for two threads:
+    # calls from 16K elements on run on a team (a thread per 16K elements, at least two):
+    ((16, 1024), 1, "float32"),            # 16K elements: column strips over two threads
+    ((4, 64, 8, 8), 1, "float64"),         # 16K elements, 4 rows of 64 channels: the row layout
+    ((2, 8, 32, 32), 1, "float16"),        # 16K elements: long runs of 1024 over two threads
     ((4, 3, 512, 512), 1, "float32"),      # long runs, few channels: chunks spread over threads
     ((16, 64, 64, 32), -1, "float32"),     # channel-last, row groups spread over threads
     ((512, 60, 7, 7), 1, "float32"),       # short inner, 4 channel blocks: a thread owns

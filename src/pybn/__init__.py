@@ -63,9 +63,9 @@ def get_library() -> str:
 
 
 def get_num_threads() -> int:
-    """Threads the CPU backend's calls use (at most: one per 64K elements of a call): the
-    count :func:`set_num_threads` set, else OpenMP's maximum (``OMP_NUM_THREADS``); 1 in a
-    child of ``fork()``."""
+    """Threads the CPU backend's calls use, at most: the count :func:`set_num_threads` set,
+    else OpenMP's maximum (``OMP_NUM_THREADS``); 1 in a child of ``fork()``. A call under 16K
+    elements uses one, a larger one a thread per 16K elements (at least two)."""
     return _core.cpu_num_threads()
 
 

@@ -150,7 +150,8 @@ PYBN_API pybn_status pybn_cudnn_min_epsilon(double *eps);
 /* Threads the CPU backend uses: the count set by pybn_cpu_set_num_threads, else OpenMP's
  * maximum for the calling thread (OMP_NUM_THREADS, omp_set_num_threads); 1 without OpenMP,
  * and 1 in a child of fork() (libgomp's threads do not survive a fork; a team in the child
- * would wait for them). Small calls use fewer (one thread per 64K elements at most). */
+ * would wait for them). Small calls use fewer: one under 16K elements, else one per 16K
+ * elements (at least two), up to this count. */
 PYBN_API int pybn_cpu_num_threads(void);
 /* Sets the threads of the CPU backend for every calling thread of the process, whatever
  * OpenMP's setting for other libraries: threads >= 1 that many, 0 back to OpenMP's maximum.
