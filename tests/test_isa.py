@@ -29,7 +29,8 @@ CASES = [
     ((3, 12, 560), 1, "float64"),          # long runs ending in whole vectors and a scalar tail
     # calls from 16K elements on run on a team (a thread per 16K elements, at least two):
     ((16, 1024), 1, "float32"),            # 16K elements: column strips over two threads
-    ((4, 64, 8, 8), 1, "float64"),         # 16K elements, 4 rows of 64 channels: the row layout
+    ((8, 32, 8, 8), 1, "float64"),         # 16K elements, 8 rows of 32 channels: the row layout
+    ((4, 16, 16, 16), 1, "float32"),       # 16K elements, 4 rows of runs of 256: long runs
     ((2, 8, 32, 32), 1, "float16"),        # 16K elements: long runs of 1024 over two threads
     ((4, 3, 512, 512), 1, "float32"),      # long runs, few channels: chunks spread over threads
     ((16, 64, 64, 32), -1, "float32"),     # channel-last, row groups spread over threads
