@@ -248,11 +248,13 @@ def test_no_channels_is_a_no_op(shape, axis, training):
     assert dx.shape == shape and dgamma.shape == (0,) and dbeta.shape == (0,)
 
 
-def test_no_items_per_channel_in_inference(make_inputs):
+# (0, 3): strips or the row layout; (0, 3, 100) and (0, 3, 600): long runs (uses_long_runs).
+@pytest.mark.parametrize("shape", [(0, 3), (0, 3, 100), (0, 3, 600)])
+def test_no_items_per_channel_in_inference(make_inputs, shape):
     """M == 0 with global statistics: empty dx, zero dgamma and dbeta (empty sums)."""
-    inputs = make_inputs((0, 3), dtype=np.float32)
+    inputs = make_inputs(shape, dtype=np.float32)
     mean, invstd = forward_statistics(inputs, training=False, fix_gamma=False)
-    dy = np.zeros((0, 3), dtype=np.float32)
+    dy = np.zeros(shape, dtype=np.float32)
     result = pybn.batch_norm_backward(dy, inputs["data"], inputs["gamma"], mean, invstd,
                                       training=False, fix_gamma=False,
                                       dgamma=poisoned(3, np.float32),

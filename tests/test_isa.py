@@ -27,11 +27,15 @@ CASES = [
     ((4, 6, 7, 7), 1, "float64"),
     ((6, 37), 1, "float64"),
     ((3, 12, 560), 1, "float64"),          # long runs ending in whole vectors and a scalar tail
-    # calls from 16K elements on run on a team (a thread per 16K elements, at least two):
+    # cases of exactly 16K elements, the smallest calls that run on a team (team_size):
     ((16, 1024), 1, "float32"),            # 16K elements: column strips over two threads
     ((8, 32, 8, 8), 1, "float64"),         # 16K elements, 8 rows of 32 channels: the row layout
     ((4, 16, 16, 16), 1, "float32"),       # 16K elements, 4 rows of runs of 256: long runs
     ((2, 8, 32, 32), 1, "float16"),        # 16K elements: long runs of 1024 over two threads
+    # few rows of short runs by long runs (uses_long_runs: the line in bytes, not vectors):
+    ((2, 64, 7, 7), 1, "float64"),         # runs of 49 in float64 (not in float32)
+    ((1, 512, 7, 7), 1, "float64"),        # the same, 25K elements: two threads
+    ((2, 64, 14, 14), 1, "float16"),       # runs of 196, 25K elements
     ((4, 3, 512, 512), 1, "float32"),      # long runs, few channels: chunks spread over threads
     ((16, 64, 64, 32), -1, "float32"),     # channel-last, row groups spread over threads
     ((512, 60, 7, 7), 1, "float32"),       # short inner, 4 channel blocks: a thread owns

@@ -23,7 +23,8 @@ def _forward(inputs, fix_gamma=False, **flags):
 
 
 # inner sizes around the vector widths (4, 8, 16 lanes of float32; 2, 4, 8 of float64) and
-# the long-run threshold (512); channel counts that make rows end mid-vector.
+# the long-run threshold (512; in few rows long runs start at 64 elements, 32 in float64, and
+# take some of these shapes, uses_long_runs); channel counts that make rows end mid-vector.
 @pytest.mark.parametrize("inner", [1, 3, 7, 8, 9, 15, 16, 17, 31, 33, 49, 63, 64, 65, 196, 511])
 @pytest.mark.parametrize("channels", [1, 2, 5, 37])
 @pytest.mark.parametrize("dtype_name", DTYPE_NAMES)
@@ -75,11 +76,13 @@ def test_large_tensor_long_runs(make_inputs, dtype_name, shape):
 # chunks of every channel; so are items of two or four channels whose runs are short (784
 # elements: float32 and float64 channels of 400 KB, float32 of 200 KB). Every channel must come out bit-identical to the same channels
 # taken two at a time, small enough not to be streamed (another path; two, because a tensor of
-# one channel is read as one contiguous run, which sums in another order).
+# one channel is read as one contiguous run, which sums in another order). The last two: few
+# rows of short runs, which go by long runs too (uses_long_runs), streamed.
 @pytest.mark.parametrize("dtype_name,shape", [("float32", (32, 13, 3000)), ("float32", (12, 26, 4111)),
                                               ("float64", (16, 13, 6111)), ("float32", (24, 10, 5000)),
                                               ("float32", (128, 16, 784)), ("float64", (64, 12, 784)),
-                                              ("float32", (64, 24, 784))])
+                                              ("float32", (64, 24, 784)), ("float32", (2, 4096, 128)),
+                                              ("float64", (1, 16384, 32))])
 def test_items_summed_while_normalizing_match_smaller_tensors(make_inputs, dtype_name, shape):
     dtype = resolve_dtype(dtype_name)
     inputs = make_inputs(shape, axis=1, dtype=dtype)
@@ -136,8 +139,9 @@ def _check_training_and_backward(inputs, rng):
 
 
 # Few rows of runs of 64 elements or more (32 in float64) go by long runs (uses_long_runs in
-# kernels.inc: rows * 16 <= inner), more rows by the row layout: both sides of that line, one
-# channel and many, and tensors of several work items (two threads share them).
+# kernels.inc: rows * 16 <= inner), more rows by the row layout: shapes on both sides of that
+# line, one channel and many, and tensors of several work items (two threads share them), all
+# checked against the float64 model (which path ran is not observed here).
 @pytest.mark.parametrize("shape", [(1, 5, 64), (4, 3, 64), (5, 3, 64), (1, 300, 65), (2, 7, 200),
                                    (12, 4, 196), (13, 4, 196), (8, 40, 300), (1, 1, 100),
                                    (2, 5, 32), (3, 5, 32), (3, 4, 49), (1, 300, 33)])
