@@ -153,6 +153,33 @@ def test_few_rows_of_long_runs(make_inputs, rng, dtype_name, shape):
     _check_training_and_backward(make_inputs(shape, axis=1, dtype=resolve_dtype(dtype_name)), rng)
 
 
+# Small channels by long runs go up to 8 to a work item: the forward writes a 16-bit item's
+# short runs as one span, the backward finalizes the item's channels together and writes their
+# dx as one span (vectors holding two channels). Here under grad_req "add" and with the moving
+# statistics too, onto random dx / dgamma / dbeta; channel counts that leave a shorter last item.
+@pytest.mark.parametrize("flags", [dict(training=True), dict(training=True, use_global_stats=True)],
+                         ids=["batch", "use_global_stats"])
+@pytest.mark.parametrize("shape", [(1, 64, 7, 7), (2, 40, 6, 6), (1, 37, 5, 5), (1, 45, 4, 8)])
+@pytest.mark.parametrize("dtype_name", DTYPE_NAMES)
+def test_small_channels_in_items_add(make_inputs, rng, dtype_name, shape, flags):
+    dtype = resolve_dtype(dtype_name)
+    inputs = make_inputs(shape, axis=1, dtype=dtype)
+    y, mean, invstd, _ = _forward(inputs, **flags)
+    expected = forward_reference(**inputs, fix_gamma=False, **flags)
+    assert_close(y, expected["y"], what="y")
+    if flags.get("use_global_stats"):
+        mean, invstd = expected["mean"].astype(mean.dtype), expected["invstd"].astype(invstd.dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    buffers = {"dx": rng.standard_normal(shape).astype(dtype),
+               "dgamma": rng.standard_normal(shape[1]).astype(mean.dtype),
+               "dbeta": rng.standard_normal(shape[1]).astype(mean.dtype)}
+    initial = tuple(buffers[name].copy() for name in ("dx", "dgamma", "dbeta"))
+    result = pybn.batch_norm_backward(dy, inputs["data"], inputs["gamma"], mean, invstd,
+                                      fix_gamma=False, grad_req="add", **flags, **buffers)
+    assert_gradients_close(result, dy, inputs["data"], inputs["gamma"], mean, invstd,
+                           fix_gamma=False, initial=initial, **flags)
+
+
 def _at_offset(array, offset):
     """A copy of `array` starting `offset` elements into a fresh buffer (NumPy's own large
     buffers start 16 bytes past a 64-byte boundary; this reaches the other positions)."""
