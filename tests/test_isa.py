@@ -41,7 +41,7 @@ CASES = [
     ((2, 200, 6, 6), 1, "float16"),        # runs of 36 (4 of them in a native vector's last
                                            # piece on AVX-512, other pieces elsewhere)
     ((1, 700, 5, 5), 1, "float64"),        # runs of 25 in float64, backward in batches of 8
-    ((4, 128, 7, 7), 1, "float32"),        # 4 rows of 49: the backward by long runs (rows * 12
+    ((8, 64, 7, 7), 1, "float32"),         # 8 rows of 49: the backward by long runs (rows * 6
                                            # <= inner), the forward by the row layout
     ((4, 3, 512, 512), 1, "float32"),      # long runs, few channels: chunks spread over threads
     ((16, 64, 64, 32), -1, "float32"),     # channel-last, row groups spread over threads

@@ -140,15 +140,16 @@ def _check_training_and_backward(inputs, rng):
 
 # Few rows of runs of 64 elements or more (32 in float64) go by long runs (uses_long_runs in
 # kernels.inc: rows * 16 <= inner), and runs of 32 or more (16 in float64) in rows * 24 <= inner
-# (rows * 12 <= inner in the backward); more rows by the row layout: shapes on both sides of
-# those lines, one channel and many, and tensors of several work items (two threads share
-# them), all checked against the float64 model (which path ran is not observed here).
+# (in the backward rows * 6 <= inner, rows * 12 for 16-bit types); more rows by the row
+# layout: shapes on both sides of those lines, one channel and many, and tensors of several
+# work items (two threads share them), all checked against the float64 model (which path ran
+# is not observed here).
 @pytest.mark.parametrize("shape", [(1, 5, 64), (4, 3, 64), (5, 3, 64), (1, 300, 65), (2, 7, 200),
                                    (12, 4, 196), (13, 4, 196), (8, 40, 300), (1, 1, 100),
                                    (2, 5, 32), (3, 5, 32), (3, 4, 49), (1, 300, 33),
                                    (1, 5, 32), (2, 5, 48), (2, 5, 47), (2, 300, 49), (1, 6, 24),
                                    (1, 6, 23), (1, 40, 16), (1, 1, 17), (4, 40, 49), (5, 40, 49),
-                                   (3, 9, 36)])
+                                   (3, 9, 36), (8, 40, 49), (9, 40, 49)])
 @pytest.mark.parametrize("dtype_name", DTYPE_NAMES)
 def test_few_rows_of_long_runs(make_inputs, rng, dtype_name, shape):
     _check_training_and_backward(make_inputs(shape, axis=1, dtype=resolve_dtype(dtype_name)), rng)
