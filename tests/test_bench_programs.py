@@ -1,6 +1,6 @@
-"""The C++ programs of bench/ (pattern_limits.cpp, strip_limits.cpp) build against the installed
-library with the command their headers give, and, where the CPU has AVX-512, run on a small
-shape and print their result lines. Their timings are not checked (speed lives in bench/)."""
+"""The C++ programs of bench/ (pattern_limits.cpp, strip_limits.cpp, call_times.cpp) build
+against the installed library with the command their headers give, and, where the CPU has
+AVX-512, run on a small shape and print their result lines. Their timings are not checked (speed lives in bench/)."""
 import pathlib
 import shutil
 import subprocess
@@ -14,6 +14,7 @@ FLAGS = ["-O2", "-fopenmp", "-mavx512f", "-mavx512bw", "-mavx512dq", "-mf16c"]
 PROGRAMS = {
     "pattern_limits.cpp": (["float32", "2", "4", "64", "1"], "pybn/pattern"),
     "strip_limits.cpp": (["16", "128", "1"], "pybn/strips"),
+    "call_times.cpp": (["float32", "2", "8", "49", "bwd", "5", "1"], "pybn/bwd float32 2x8x49"),
 }
 
 
