@@ -12,7 +12,7 @@
 // The shape is (outer, C, inner), the channel axis in the middle (NCHW as N x C x H*W, 2-D as
 // N x C x 1). Each sample times 3 calls; the program prints the median and the fastest of
 // `calls` samples (default 2000) per call, in microseconds.
-#include <pybn/pybn.h>
+#include "cpu_tensor.h"
 
 #include <algorithm>
 #include <chrono>
@@ -50,19 +50,6 @@ struct Buffer {
   Buffer(const Buffer &) = delete;
   Buffer &operator=(const Buffer &) = delete;
 };
-
-pybn_tensor tensor(void *data, int ndim, const int64_t *shape, int bits) {
-  pybn_tensor t;
-  std::memset(&t, 0, sizeof t);
-  t.data = data;
-  t.device.device_type = PYBN_DEVICE_CPU;
-  t.ndim = ndim;
-  t.dtype.code = PYBN_DTYPE_FLOAT;
-  t.dtype.bits = uint8_t(bits);
-  t.dtype.lanes = 1;
-  t.shape = shape;
-  return t;
-}
 
 // Data that is not all one value: a ramp of 977 steps (float16 from a table of exact halves).
 void fill(void *data, int64_t count, int bits) {
@@ -105,9 +92,9 @@ int main(int argc, char **argv) {
   for (int k = 0; k < 4; ++k) fill(p + k * stride, channels, param_bits);  // gamma, beta, moving mean, var > 0
 
   const int64_t shape[3] = {outer, channels, inner}, cshape[1] = {channels};
-  pybn_tensor tx = tensor(x.data, 3, shape, bits), ty = tensor(y.data, 3, shape, bits), tdx = tensor(dx.data, 3, shape, bits);
+  pybn_tensor tx = cpu_tensor(x.data, 3, shape, bits), ty = cpu_tensor(y.data, 3, shape, bits), tdx = cpu_tensor(dx.data, 3, shape, bits);
   pybn_tensor c[8];
-  for (int k = 0; k < 8; ++k) c[k] = tensor(p + k * stride, 1, cshape, param_bits);
+  for (int k = 0; k < 8; ++k) c[k] = cpu_tensor(p + k * stride, 1, cshape, param_bits);
   // c: gamma, beta, moving_mean, moving_var, mean, invstd, dgamma, dbeta
   pybn_params params_in;
   pybn_params_default(&params_in);
