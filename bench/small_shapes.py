@@ -74,6 +74,7 @@ class Case:
             self.x, self.gamma, self.beta, self.moving_mean.copy(), self.moving_var.copy(),
             eps=EPS, momentum=MOMENTUM, fix_gamma=False, output_mean_var=True)
         self.contestants = {}
+        self._torch_outputs = None  # what cross_check needs of PyTorch's calls
         self._pybn(pybn)
         if torch is not None:
             self._torch(torch)
@@ -114,7 +115,7 @@ class Case:
 
     def cross_check(self):
         """max |pybn - torch| / max |torch| of the training y and of dx (None without torch)."""
-        if not hasattr(self, "_torch_outputs"):
+        if self._torch_outputs is None:
             return None
         ty, tdy, tx, tg, tmm, tmv, save_mean, save_invstd, aten = self._torch_outputs
         self.contestants["pybn/train"]()
