@@ -27,7 +27,10 @@
 //   export GLIBC_TUNABLES=glibc.cpu.x86_non_temporal_threshold=0x400000
 //   /tmp/pattern_limits float32|float64|float16 [N C HW] [rounds] [G]
 // (two threads for every contestant; G overrides the channels per item; the tunable, as in
-// bench/cpu.py, makes memcpy stream).
+// bench/cpu.py, makes memcpy stream; FLUSH_MB=1024 reads that much other memory before each
+// call, so that the last-level cache holds none of x). It also times the streaming copy in
+// the order of pybn's NCHW reductions, one run at a time and four in turn
+// (channel_order_copy).
 #include <immintrin.h>
 #include <omp.h>
 #include <sys/mman.h>
@@ -84,6 +87,28 @@ void stream_copy(const void *src, void *dst, int64_t bytes) {
       _mm_prefetch(in + std::min(i + kPrefetchBytes, half - 64), _MM_HINT_T1);
       _mm512_stream_si512(reinterpret_cast<__m512i *>(out + i), _mm512_loadu_si512(in + i));
     }
+    _mm_sfence();
+  }
+}
+
+// The streaming copy in the order of pybn's NCHW reductions: channel after channel, each
+// thread over its half of the outer indices, `runs` runs (a channel's HW elements at one
+// outer index, C * HW apart) at a time, a line of each in turn. One run at a time the
+// hardware prefetcher starts over at every run; runs = 4 is for_each_run_group's order.
+void channel_order_copy(const char *src, char *dst, int64_t itemsize, int runs) {
+#pragma omp parallel num_threads(2)
+  {
+    const int64_t run_bytes = HW * itemsize, stride = C * run_bytes, half = N / 2;
+    const int64_t first = omp_get_thread_num() * half;
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t n = first; n < first + half; n += runs) {
+        const int count = int(std::min<int64_t>(runs, first + half - n));
+        const int64_t base = n * stride + c * run_bytes;
+        for (int64_t i = 0; i < run_bytes; i += 64)
+          for (int q = 0; q < count; ++q)
+            _mm512_stream_si512(reinterpret_cast<__m512i *>(dst + base + q * stride + i),
+                                _mm512_loadu_si512(src + base + q * stride + i));
+      }
     _mm_sfence();
   }
 }
@@ -299,19 +324,34 @@ int main(int argc, char **argv) {
   };
   auto run_copy = [&] { stream_copy(x, y, bytes); };
   auto run_memcpy = [&] { halves_memcpy(x, y, bytes); };
+  auto run_runs1 = [&] { channel_order_copy(static_cast<const char *>(x), static_cast<char *>(y), itemsize, 1); };
+  auto run_runs4 = [&] { channel_order_copy(static_cast<const char *>(x), static_cast<char *>(y), itemsize, 4); };
+  // The last-level cache can hold much of a 196 MiB tensor (480 MB on our VM): with FLUSH_MB
+  // set, each call comes after a read of that many MB of other memory (not timed).
+  const int64_t flush_bytes = std::getenv("FLUSH_MB") ? std::atol(std::getenv("FLUSH_MB")) * (int64_t(1) << 20) : 0;
+  char *const flush_buffer = flush_bytes > 0 ? static_cast<char *>(huge_alloc(flush_bytes)) : nullptr;
+  volatile int64_t flush_sink = 0;
+  auto flush = [&] {
+    if (flush_bytes == 0) return;
+    int64_t sum = 0;
+#pragma omp parallel for reduction(+ : sum) num_threads(2)
+    for (int64_t i = 0; i < flush_bytes; i += 64) sum += flush_buffer[i];
+    flush_sink = flush_sink + sum;
+  };
 
   std::printf("%s %lldx%lldx%lld (%.1f MiB), %d rounds; pybn %s, %s build, %d threads\n", dtype.c_str(), (long long)N,
               (long long)C, (long long)HW, double(bytes) / (1 << 20), rounds, pybn_version_string(), pybn_cpu_isa(),
               pybn_cpu_num_threads());
-  constexpr int kContestants = 4;
-  std::vector<double> times[kContestants];  // copy, pattern, pybn, memcpy
-  const std::function<void()> contestants[kContestants] = {run_copy, run_pattern, run_pybn, run_memcpy};
+  constexpr int kContestants = 6;
+  std::vector<double> times[kContestants];  // copy, pattern, pybn, memcpy, runs1, runs4
+  const std::function<void()> contestants[kContestants] = {run_copy, run_pattern, run_pybn, run_memcpy, run_runs1, run_runs4};
   // Each round in a fresh order, so that no contestant always follows the same one.
   std::mt19937 shuffle(1);
-  int order[kContestants] = {0, 1, 2, 3};
+  int order[kContestants] = {0, 1, 2, 3, 4, 5};
   for (int r = -2; r < rounds; ++r) {  // two warm-up rounds
     std::shuffle(order, order + kContestants, shuffle);
     for (const int j : order) {
+      flush();
       const double t0 = seconds();
       contestants[j]();
       const double t = seconds() - t0;
@@ -322,6 +362,10 @@ int main(int argc, char **argv) {
   std::printf("median ms: copy %.3f  memcpy %.3f  pattern %.3f  pybn %.3f\n", copy * 1e3, glibc * 1e3, pattern * 1e3, pybn * 1e3);
   std::printf("pattern/copy %.2f  pybn/copy %.2f  pybn/memcpy %.2f  pybn/pattern %.2f\n", pattern / copy, pybn / copy,
               pybn / glibc, pybn / pattern);
+  const double runs1 = median(times[4]), runs4 = median(times[5]);
+  std::printf("copy in channel order: one run at a time %.3f ms (%.2fx copy), four runs in turn %.3f ms (%.2fx)\n",
+              runs1 * 1e3, runs1 / copy, runs4 * 1e3, runs4 / copy);
+  std::free(flush_buffer);
   std::free(x);
   std::free(y);
   return 0;

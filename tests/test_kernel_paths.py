@@ -4,11 +4,15 @@ of the compute type holds two channels), flat work items that start inside a cha
 from the last channel of one outer index to channel 0 of the next, and outputs over the
 4 MB from which the kernels write with streaming stores."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
 import pybn
-from conftest import DTYPE_NAMES, assert_bitwise_equal, poisoned, resolve_dtype
+from conftest import DTYPE_NAMES, assert_bitwise_equal, poisoned, random_inputs, resolve_dtype
 from reference import assert_close, assert_gradients_close, forward_reference
 
 
@@ -67,25 +71,74 @@ def test_large_tensor_long_runs(make_inputs, dtype_name, shape):
     _check_training_forward(make_inputs(shape, axis=1, dtype=dtype))
 
 
-# Large float32 tensors whose channels (up to 400 KB) are normalized while the thread's next
-# item is summed (normalize_chunk_with_next_moments): runs of 3000 and 4111 elements, so that
-# pieces end mid-run and reduction chunks start mid-run; one channel an item (13 channels: the
-# threads' last items differ in count) and two; x and y at different positions in a line.
-# Larger channels (float64 782 KB, float32 480 KB) are split between two threads
-# (shared_channels) when two threads run, each thread summing and normalizing half of the
-# chunks of every channel; so are items of two or four channels whose runs are short (784
-# elements: float32 and float64 channels of 400 KB, float32 of 200 KB). Every channel must come out bit-identical to the same channels
-# taken two at a time, small enough not to be streamed (another path; two, because a tensor of
-# one channel is read as one contiguous run, which sums in another order). The last two: few
-# rows of short runs, which go by long runs too (uses_long_runs), streamed.
-@pytest.mark.parametrize("dtype_name,shape", [("float32", (32, 13, 3000)), ("float32", (12, 26, 4111)),
-                                              ("float64", (16, 13, 6111)), ("float32", (24, 10, 5000)),
-                                              ("float32", (128, 16, 784)), ("float64", (64, 12, 784)),
-                                              ("float32", (64, 24, 784)), ("float32", (2, 4096, 128)),
-                                              ("float64", (1, 16384, 32))])
-def test_items_summed_while_normalizing_match_smaller_tensors(make_inputs, dtype_name, shape):
+# Large tensors whose channels (up to 400 KB) are normalized while the thread's next item is
+# summed (normalize_chunk_with_next_moments): runs of 3000 and 4111 elements, so that pieces end
+# mid-run and reduction chunks start mid-run; one channel an item (13 channels: the threads'
+# last items differ in count) and two; x and y at different positions in a line. Larger
+# channels (float64 782 KB, float32 480 KB) are split between two threads (shared_channels)
+# when two threads run, each thread summing and normalizing half of the chunks of every
+# channel; so are items of two or four channels whose runs are short (784 elements: float32
+# and float64 channels of 400 KB, float32 of 200 KB; 2048: float32 channels of 192 KB). Runs
+# of 8-128 KB (kInterleaveMinRunBytes, kInterleaveMaxRunBytes) are summed four at a time, a
+# 512-byte piece of each in turn (for_each_run_group): runs of 2047 and 2048 float32 elements
+# sit on either side of the first bound, of 40000 past the second. The last two: few rows of
+# short runs, which go by long runs too (uses_long_runs), streamed.
+SUMMED_ALONGSIDE = [("float32", (32, 13, 3000)), ("float32", (12, 26, 4111)), ("float64", (16, 13, 6111)),
+                    ("float32", (24, 10, 5000)), ("float32", (128, 16, 784)), ("float64", (64, 12, 784)),
+                    ("float32", (64, 24, 784)), ("float32", (48, 12, 2047)), ("float32", (48, 12, 2048)),
+                    ("float32", (24, 30, 2048)), ("float32", (2, 20, 40000)), ("float32", (2, 4096, 128)),
+                    ("float64", (1, 16384, 32))]
+
+# The same tensors with streaming stores off, in a subprocess (PYBN_CPU_STREAM_STORES is read
+# once per process): then no item is summed alongside another's normalization and no channel
+# is shared; a thread sums each of its items on its own (chunk_moments). Saves y, mean, invstd
+# and the moving statistics of case i as i_y, i_mean, ...
+UNSTREAMED_WORKER = r"""
+import sys, numpy as np, pybn
+sys.path.insert(0, sys.argv[2])
+from conftest import random_inputs
+from test_kernel_paths import SUMMED_ALONGSIDE
+seed, results = int(sys.argv[3]), {}
+for index, (dtype, shape) in enumerate(SUMMED_ALONGSIDE):
+    inputs = random_inputs(np.random.default_rng([seed, index]), shape, axis=1, dtype=dtype)
+    stats = [inputs[k].copy() for k in ("moving_mean", "moving_var")]
+    y, mean, invstd = pybn.batch_norm(inputs["data"], inputs["gamma"], inputs["beta"], *stats,
+                                      output_mean_var=True, fix_gamma=False)
+    for name, value in dict(y=y, mean=mean, invstd=invstd, moving_mean=stats[0], moving_var=stats[1]).items():
+        results[f"{index}_{name}"] = value
+np.savez(sys.argv[1], **results)
+"""
+
+
+@pytest.fixture(scope="module")
+def unstreamed(tmp_path_factory):
+    """(seed, results of UNSTREAMED_WORKER for inputs from that seed): a fresh seed each run."""
+    seed = int(np.random.SeedSequence().entropy % (1 << 63))
+    path = tmp_path_factory.mktemp("unstreamed") / "results.npz"
+    here = os.path.dirname(os.path.abspath(__file__))
+    env = dict(os.environ, PYBN_CPU_STREAM_STORES="0")
+    subprocess.run([sys.executable, "-c", UNSTREAMED_WORKER, str(path), here, str(seed)], env=env, check=True,
+                   cwd=str(path.parent))
+    return seed, np.load(path)
+
+
+def _long_runs_interleaved(dtype, shape):
+    """Whether the reduction takes four runs at a time (Forward::interleaved_runs)."""
+    run_bytes = shape[2] * np.dtype(dtype).itemsize
+    return 8192 <= run_bytes <= 131072
+
+
+# Every channel must come out bit-identical to the same tensor with streaming stores off (above)
+# and, where the runs are summed one after another, to the same channels taken two at a time
+# in a tensor small enough to stay in cache (another path again; two, because a tensor of one
+# channel is read as one contiguous run, which sums in another order). Runs summed four at a
+# time from memory are summed one after another in cache, in other bits.
+@pytest.mark.parametrize("case", range(len(SUMMED_ALONGSIDE)))
+def test_items_summed_while_normalizing_match_other_paths(unstreamed, case):
+    dtype_name, shape = SUMMED_ALONGSIDE[case]
     dtype = resolve_dtype(dtype_name)
-    inputs = make_inputs(shape, axis=1, dtype=dtype)
+    seed, other = unstreamed
+    inputs = random_inputs(np.random.default_rng([seed, case]), shape, axis=1, dtype=dtype)
     data = _at_offset(inputs["data"], 3)
     assert data.nbytes >= 4 << 20  # streamed (kStreamBytes in kernels.inc)
     out = _at_offset(poisoned(shape, dtype), 7)
@@ -96,6 +149,10 @@ def test_items_summed_while_normalizing_match_smaller_tensors(make_inputs, dtype
     assert_close(y, expected["y"], what="y")
     assert_close(mean, expected["mean"], what="mean")
     assert_close(invstd, expected["invstd"], what="invstd")
+    for name, value in dict(y=y, mean=mean, invstd=invstd, moving_mean=moving_mean, moving_var=moving_var).items():
+        assert_bitwise_equal(value, other[f"{case}_{name}"], what=f"{name} against streaming stores off")
+    if _long_runs_interleaved(dtype, shape):
+        return
     channels = shape[1]
     for first in range(0, channels, 2):
         pair = slice(min(first, channels - 2), min(first, channels - 2) + 2)
