@@ -66,6 +66,9 @@ CASES = [
                                            # item, shared by two threads on 2
     ((64, 24, 28, 28), 1, "float32"),      # 200 KB channels: four an item, the same
     ((16, 4, 160, 80), 1, "float64"),      # 1.6 MB channels: each shared by four threads on 4
+    ((24, 15, 3001), 1, "float32"),        # 4.3 MB from memory, runs of 12 KB: summed four at a
+    ((12, 15, 3001), 1, "float64"),        # time, 512 bytes of each in turn, each run ending in
+                                           # part of a vector (for_each_run_group)
     ((8, 16, 128, 128), 1, "float16"),     # 4 MiB from memory: owned items of two channels,
                                            # handed out in the order threads ask (ItemQueue)
     ((256, 1024), 1, "float16"),           # 2-D in cache: column strips, two reduction chunks
