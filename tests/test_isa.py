@@ -65,7 +65,10 @@ CASES = [
     ((128, 16, 28, 28), 1, "float32"),     # 400 KB channels of 3 KB runs: two channels an
                                            # item, shared by two threads on 2
     ((64, 24, 28, 28), 1, "float32"),      # 200 KB channels: four an item, the same
-    ((16, 4, 160, 80), 1, "float64"),      # 1.6 MB channels: each shared by four threads on 4
+    ((16, 4, 160, 80), 1, "float64"),      # 1.6 MB channels: each shared by four threads on 4,
+                                           # by two on 2 (parts of 800 KB), owned on 1 and 3
+    ((24, 4, 112, 112), 1, "float32"),     # 1.2 MB channels: shared by two threads on 2 (parts
+                                           # of 600 KB), by three on 3
     ((24, 15, 3001), 1, "float32"),        # 4.3 MB from memory, runs of 12 KB: summed four at a
     ((12, 15, 3001), 1, "float64"),        # time, 512 bytes of each in turn, each run ending in
                                            # part of a vector (for_each_run_group)
