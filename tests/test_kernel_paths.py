@@ -97,10 +97,10 @@ UNSTREAMED_WORKER = r"""
 import sys, numpy as np, pybn
 sys.path.insert(0, sys.argv[2])
 from conftest import random_inputs
-from test_kernel_paths import SUMMED_ALONGSIDE
+from test_kernel_paths import SUMMED_ALONGSIDE, summed_alongside_inputs
 seed, results = int(sys.argv[3]), {}
 for index, (dtype, shape) in enumerate(SUMMED_ALONGSIDE):
-    inputs = random_inputs(np.random.default_rng([seed, index]), shape, axis=1, dtype=dtype)
+    inputs = summed_alongside_inputs(seed, index)
     stats = [inputs[k].copy() for k in ("moving_mean", "moving_var")]
     y, mean, invstd = pybn.batch_norm(inputs["data"], inputs["gamma"], inputs["beta"], *stats,
                                       output_mean_var=True, fix_gamma=False)
@@ -108,6 +108,16 @@ for index, (dtype, shape) in enumerate(SUMMED_ALONGSIDE):
         results[f"{index}_{name}"] = value
 np.savez(sys.argv[1], **results)
 """
+
+
+def summed_alongside_inputs(seed, index):
+    """Inputs of case `index` from `seed`; each element scaled by 10**U(0, 3), so that sums
+    in another order come out in other bits (with plain normal data they mostly do not)."""
+    dtype, shape = SUMMED_ALONGSIDE[index]
+    rng = np.random.default_rng([seed, index])
+    inputs = random_inputs(rng, shape, axis=1, dtype=dtype)
+    inputs["data"] = (inputs["data"] * 10.0 ** rng.uniform(0.0, 3.0, shape)).astype(dtype)
+    return inputs
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +148,7 @@ def test_items_summed_while_normalizing_match_other_paths(unstreamed, case):
     dtype_name, shape = SUMMED_ALONGSIDE[case]
     dtype = resolve_dtype(dtype_name)
     seed, other = unstreamed
-    inputs = random_inputs(np.random.default_rng([seed, case]), shape, axis=1, dtype=dtype)
+    inputs = summed_alongside_inputs(seed, case)
     data = _at_offset(inputs["data"], 3)
     assert data.nbytes >= 4 << 20  # streamed (kStreamBytes in kernels.inc)
     out = _at_offset(poisoned(shape, dtype), 7)
