@@ -58,6 +58,10 @@ CASES = [
     ((40, 6000, 3), 1, "float16"),         # inner 3, 12 blocks: a thread owns a block
     ((160, 1251), 1, "float64"),           # 2-D, 4 blocks, the last shorter: owned on 1 or 2
                                            # threads, row groups over the threads on 3
+    ((64, 512, 7, 7), 1, "float64"),       # streamed, 52 blocks of 250 KB, rows of whole lines:
+                                           # normalized alongside the next block's statistics
+                                           # where the tensor counts as larger than the
+                                           # last-level cache (PYBN_CPU_LLC_MB, below)
     ((80, 700, 3), 1, "float16"),          # inner 3, 4 blocks: the same
     ((16, 8, 80, 80), 1, "float64"),       # 800 KB channels: shared by two threads on 2,
                                            # owned by one on 1 and 3 (shared_channels)
@@ -215,3 +219,19 @@ def test_threads_giving_up_on_each_other_does_not_change_results(tmp_path):
                 if name != "isa":
                     assert alone[name].tobytes() == met[name].tobytes(), f"{name}, {label}, {threads} threads"
         check_against_reference(alone, f"4 threads, {label}")
+
+
+def test_blocks_normalized_alongside_do_not_change_results(tmp_path):
+    """PYBN_CPU_LLC_MB=1 makes every streamed tensor larger than the last-level cache, so a
+    thread owning row-layout blocks normalizes each while it sums the next
+    (Forward::normalizes_alongside; (64, 20000) float32 and (64, 512, 7, 7) float64 here):
+    the bits of PYBN_CPU_LLC_MB=1000000 (never), on every build and on 1 and 3 threads."""
+    apart = run_worker(tmp_path / "apart.npz", PYBN_CPU_LLC_MB="1000000")
+    for isa in ("baseline", "avx2", "avx512"):
+        for threads in ("1", "3"):
+            alongside = run_worker(tmp_path / f"{isa}_{threads}.npz", PYBN_CPU_LLC_MB="1", PYBN_CPU_ISA=isa,
+                                   OMP_NUM_THREADS=threads)
+            for name in apart.files:
+                if name != "isa":
+                    assert alongside[name].tobytes() == apart[name].tobytes(), f"{name}, {isa}, {threads} threads"
+    check_against_reference(alongside, "blocks normalized alongside")

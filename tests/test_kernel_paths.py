@@ -110,10 +110,11 @@ np.savez(sys.argv[1], **results)
 """
 
 
-def summed_alongside_inputs(seed, index):
-    """Inputs of case `index` from `seed`; each element scaled by 10**U(0, 3), so that sums
-    in another order come out in other bits (with plain normal data they mostly do not)."""
-    dtype, shape = SUMMED_ALONGSIDE[index]
+def summed_alongside_inputs(seed, index, cases=None):
+    """Inputs of case `index` of `cases` (SUMMED_ALONGSIDE by default) from `seed`; each
+    element scaled by 10**U(0, 3), so that sums in another order come out in other bits (with
+    plain normal data they mostly do not)."""
+    dtype, shape = (cases or SUMMED_ALONGSIDE)[index][:2]
     rng = np.random.default_rng([seed, index])
     inputs = random_inputs(rng, shape, axis=1, dtype=dtype)
     inputs["data"] = (inputs["data"] * 10.0 ** rng.uniform(0.0, 3.0, shape)).astype(dtype)
@@ -445,6 +446,70 @@ def test_row_layout_fused_blocks(make_inputs, rng, dtype_name, shape):
     assert _row_blocks(shape[1], int(np.prod(shape[2:])), dtype)[0] >= 12
     inputs = make_inputs(shape, axis=1, dtype=dtype)
     _check_training_and_backward(inputs, rng)
+
+
+# Streamed row-layout tensors in blocks a thread owns, whose rows are a whole number of 64-byte
+# lines: with PYBN_CPU_LLC_MB=1 (every tensor larger than the last-level cache) a thread
+# normalizes each block while it sums the next (Forward::normalizes_alongside), with
+# PYBN_CPU_LLC_MB=1000000 never. (dtype, shape, output offset in elements): 7x7 maps in 27-28
+# blocks of 19 channels, the last of 15 in (64, 528, 7, 7); 10 float64 7x7 maps a block;
+# 14x14 maps in 204 blocks; 256 rows of 4 channels of 14x14 a block, two chunks of rows each
+# (RowLayout::rows_per_chunk 167); outputs starting at other places in a line.
+ROW_BLOCKS_ALONGSIDE = [("float32", (64, 512, 7, 7), 0), ("float32", (64, 528, 7, 7), 5),
+                        ("float64", (32, 1024, 7, 7), 3), ("float32", (24, 1024, 14, 14), 13),
+                        ("float32", (256, 64, 14, 14), 2)]
+
+ALONGSIDE_WORKER = r"""
+import sys, numpy as np, pybn
+sys.path.insert(0, sys.argv[2])
+from conftest import poisoned
+from test_kernel_paths import ROW_BLOCKS_ALONGSIDE, _at_offset, summed_alongside_inputs
+seed, results = int(sys.argv[3]), {}
+for index, (dtype, shape, offset) in enumerate(ROW_BLOCKS_ALONGSIDE):
+    inputs = summed_alongside_inputs(seed, index, ROW_BLOCKS_ALONGSIDE)
+    stats = [inputs[k].copy() for k in ("moving_mean", "moving_var")]
+    out = _at_offset(poisoned(shape, inputs["data"].dtype), offset)
+    y, mean, invstd = pybn.batch_norm(inputs["data"], inputs["gamma"], inputs["beta"], *stats, out=out,
+                                      output_mean_var=True, fix_gamma=False)
+    for name, value in dict(y=y, mean=mean, invstd=invstd, moving_mean=stats[0], moving_var=stats[1]).items():
+        results[f"{index}_{name}"] = value
+np.savez(sys.argv[1], **results)
+"""
+
+
+@pytest.fixture(scope="module")
+def row_blocks_alongside(tmp_path_factory):
+    """(seed, {llc_mb: ALONGSIDE_WORKER's results}) for the cache sizes 1 and 1000000 MB."""
+    seed = int(np.random.SeedSequence().entropy % (1 << 63))
+    here = os.path.dirname(os.path.abspath(__file__))
+    results = {}
+    for llc_mb in ("1", "1000000"):
+        path = tmp_path_factory.mktemp(f"llc_{llc_mb}") / "results.npz"
+        env = dict(os.environ, PYBN_CPU_LLC_MB=llc_mb)
+        subprocess.run([sys.executable, "-c", ALONGSIDE_WORKER, str(path), here, str(seed)], env=env, check=True,
+                       cwd=str(path.parent))
+        results[llc_mb] = np.load(path)
+    return seed, results
+
+
+@pytest.mark.parametrize("case", range(len(ROW_BLOCKS_ALONGSIDE)))
+def test_row_blocks_normalized_alongside(row_blocks_alongside, case):
+    dtype_name, shape, _ = ROW_BLOCKS_ALONGSIDE[case]
+    dtype = resolve_dtype(dtype_name)
+    assert np.prod(shape) * dtype.itemsize >= 4 << 20  # streamed
+    assert shape[1] * int(np.prod(shape[2:])) * dtype.itemsize % 64 == 0  # rows of whole lines
+    blocks, per_block = _row_blocks(shape[1], int(np.prod(shape[2:])), dtype)
+    assert blocks >= 8 and shape[0] * per_block * int(np.prod(shape[2:])) * dtype.itemsize <= 1 << 20  # fused
+    seed, results = row_blocks_alongside
+    inputs = summed_alongside_inputs(seed, case, ROW_BLOCKS_ALONGSIDE)
+    alongside, apart = results["1"], results["1000000"]
+    expected = forward_reference(**inputs, fix_gamma=False, training=True)
+    assert_close(alongside[f"{case}_y"], expected["y"], what="y")
+    assert_close(alongside[f"{case}_mean"], expected["mean"], what="mean")
+    assert_close(alongside[f"{case}_invstd"], expected["invstd"], what="invstd")
+    for name in ("y", "mean", "invstd", "moving_mean", "moving_var"):
+        assert_bitwise_equal(alongside[f"{case}_{name}"], apart[f"{case}_{name}"],
+                             what=f"{name}, block by block against alongside")
 
 
 # 7x7 maps in 12 or more blocks whose rows exceed half the L2 (kFusedBlockBytes, 1 MiB, in the

@@ -86,6 +86,9 @@ int64_t cpu_share_wait_ns();
 // For tests: the round of its items at which every such group gives up at once
 // (PYBN_CPU_SHARE_SPLIT_AT); -1, the default: none.
 int64_t cpu_share_split_round();
+// The last-level cache's size in bytes (tensors larger than it are never found there): the
+// system's L3 size, else 32 MiB where it does not say; PYBN_CPU_LLC_MB overrides it.
+int64_t cpu_last_level_cache_bytes();
 // The count pybn_cpu_set_num_threads set, else OpenMP's maximum; 1 without OpenMP and in a
 // child of fork() (cpu_dispatch.cpp).
 int cpu_num_threads();

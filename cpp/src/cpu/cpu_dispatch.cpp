@@ -10,6 +10,7 @@
 #endif
 #if defined(__unix__) || defined(__APPLE__)
 #include <pthread.h>
+#include <unistd.h>
 #endif
 
 #include "../plan.hpp"
@@ -99,6 +100,19 @@ int64_t cpu_share_wait_ns() {
 int64_t cpu_share_split_round() {
   static const int64_t round = env_count("PYBN_CPU_SHARE_SPLIT_AT", LONG_MAX, -1);
   return round;
+}
+
+int64_t cpu_last_level_cache_bytes() {
+  static const int64_t bytes = [] {
+    constexpr long kFallbackMb = 32;  // a common size where the system does not say
+    long system = 0;
+#if defined(_SC_LEVEL3_CACHE_SIZE)
+    system = sysconf(_SC_LEVEL3_CACHE_SIZE);
+#endif
+    const long fallback_mb = system > 0 ? (system + (1L << 20) - 1) >> 20 : kFallbackMb;
+    return int64_t(env_count("PYBN_CPU_LLC_MB", 1L << 30, fallback_mb)) << 20;
+  }();
+  return bytes;
 }
 
 // libgomp's thread pool does not survive fork(): only the forking thread is copied, and a
