@@ -235,3 +235,16 @@ def test_blocks_normalized_alongside_do_not_change_results(tmp_path):
                 if name != "isa":
                     assert alongside[name].tobytes() == apart[name].tobytes(), f"{name}, {isa}, {threads} threads"
     check_against_reference(alongside, "blocks normalized alongside")
+
+
+def test_smaller_team_than_asked_for_does_not_change_results(tmp_path):
+    """OpenMP may give pybn fewer threads than it asks for (OMP_THREAD_LIMIT here; OMP_DYNAMIC,
+    or a call from inside the caller's parallel region, tests/c/test_openmp_callers.c): work
+    split over the threads asked for would leave the missing threads' share undone. With
+    pybn.set_num_threads(2) and a limit of one thread, every output is the bits of two."""
+    two = run_worker(tmp_path / "two.npz", OMP_NUM_THREADS="2")
+    limited = run_worker(tmp_path / "limited.npz", OMP_NUM_THREADS="1", OMP_THREAD_LIMIT="1",
+                         PYBN_TEST_SET_THREADS="2")
+    for name in two.files:
+        if name != "isa":
+            assert limited[name].tobytes() == two[name].tobytes(), name

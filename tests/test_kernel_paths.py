@@ -453,7 +453,7 @@ def test_row_layout_fused_blocks(make_inputs, rng, dtype_name, shape):
 # normalizes each block while it sums the next (Forward::normalizes_alongside), with
 # PYBN_CPU_LLC_MB=1000000 never. (dtype, shape, output offset in elements): 7x7 maps in 27-28
 # blocks of 19 channels, the last of 15 in (64, 528, 7, 7); 10 float64 7x7 maps a block;
-# 14x14 maps in 204 blocks; 256 rows of 4 channels of 14x14 a block, two chunks of rows each
+# 14x14 maps in 205 blocks; 256 rows of 4 channels of 14x14 a block, two chunks of rows each
 # (RowLayout::rows_per_chunk 167); outputs starting at other places in a line.
 ROW_BLOCKS_ALONGSIDE = [("float32", (64, 512, 7, 7), 0), ("float32", (64, 528, 7, 7), 5),
                         ("float64", (32, 1024, 7, 7), 3), ("float32", (24, 1024, 14, 14), 13),

@@ -4,8 +4,10 @@
  * caller's threads would leave parts of each call undone). Small tensors, which pybn runs on
  * one thread, in four layouts: 2-D, 7x7 maps, long runs, channel-last; and one of 6.5 MB whose
  * 800 KB channels pybn's own team of two would share between its threads (shared_channels in
- * kernels.inc), which inside the caller's region gets a team of one. Each thread's results
- * are checked against sums computed here in double, training forward and backward. */
+ * kernels.inc), and one of 7x7 maps in 52 channel blocks that such a team would split between
+ * its threads (Forward::row_layout), each of which inside the caller's region gets a team of
+ * one. Each thread's results are checked against sums computed here in double, training
+ * forward and backward. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,7 +19,7 @@
 #include "test_tensor.h"
 
 #define CALLERS 4
-#define MAX_CHANNELS 300
+#define MAX_CHANNELS 600
 
 typedef struct {
   const char *name;
@@ -31,6 +33,7 @@ static const Case cases[] = {
     {"long runs", 3, 1, {2, 5, 600, 1}},
     {"channel-last", 3, 2, {6, 50, 7, 1}},
     {"shared channels", 3, 1, {2, 8, 51200, 1}},
+    {"7x7 maps in owned blocks", 4, 1, {16, 512, 7, 7}},
 };
 
 /* (outer, C, inner) of a C-contiguous shape around `axis`. */
