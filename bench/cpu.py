@@ -645,18 +645,44 @@ def ms(v, digits=3):
 # --------------------------------------------------------------------------------------
 
 
-def machine_facts(pybn, torch, mxnet_info, threads):
-    cpu_model = None
+# CPU flags worth knowing when two runs disagree (the SIMD paths pybn dispatches between, and
+# float16 arithmetic in hardware).
+CPU_FLAGS_OF_NOTE = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_fp16", "avx512_bf16",
+                     "amx_tile")
+
+
+def cpu_identity(path="/proc/cpuinfo"):
+    """(model name, 'family F model M stepping S', flags of note) from /proc/cpuinfo.
+
+    A guest often reports only "Intel(R) Xeon(R) Processor": the family and model numbers tell
+    hosts apart (6/143 Sapphire Rapids, 6/207 Emerald Rapids), and runs on different hosts
+    differ by up to 2x in compute-bound rows while their copy floors barely move.
+    """
+    fields = {}
     try:
-        with open("/proc/cpuinfo") as f:
+        with open(path) as f:
             for line in f:
-                if line.startswith("model name"):
-                    cpu_model = line.split(":", 1)[1].strip()
-                    break
+                if not line.strip():
+                    break  # the first processor's block is enough
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
+    ident = None
+    if "cpu family" in fields and "model" in fields:
+        ident = f"family {fields['cpu family']} model {fields['model']}"
+        if "stepping" in fields:
+            ident += f" stepping {fields['stepping']}"
+    flags = set(fields.get("flags", "").split())
+    return fields.get("model name"), ident, [f for f in CPU_FLAGS_OF_NOTE if f in flags]
+
+
+def machine_facts(pybn, torch, mxnet_info, threads):
+    cpu_model, cpu_id, cpu_flags = cpu_identity()
     facts = {
         "cpu_model": cpu_model or platform.processor(),
+        "cpu_id": cpu_id,
+        "cpu_flags": cpu_flags,
         "cpu_count": os.cpu_count(),
         "threads": threads,
         "platform": platform.platform(),
@@ -813,7 +839,9 @@ def main(argv=None):
             log(f"MXNet {mxnet.version} ({mxnet_info['where']})")
 
     facts = machine_facts(pybn, torch, mxnet_info, threads)
-    log(f"cpu: {facts['cpu_model']}, {facts['cpu_count']} cpus, threads={threads}; "
+    log(f"cpu: {facts['cpu_model']} ({facts['cpu_id'] or 'family/model unknown'}; "
+        f"{' '.join(facts['cpu_flags']) or 'no flags of note'}), "
+        f"{facts['cpu_count']} cpus, threads={threads}; "
         f"numpy {np.__version__}, torch {facts['torch']}, "
         f"pybn {facts['pybn_info'] and facts['pybn_info'].get('version')}")
 
@@ -990,7 +1018,8 @@ def reprint(args):
 
 
 def print_table(rows, facts, args):
-    print(f"\npybn CPU benchmark: {facts['cpu_model']}, {facts['cpu_count']} cpus, "
+    ident = f" ({facts['cpu_id']})" if facts.get("cpu_id") else ""  # older JSON files lack it
+    print(f"\npybn CPU benchmark: {facts['cpu_model']}{ident}, {facts['cpu_count']} cpus, "
           f"{facts['threads']} threads; {args.stat} of {args.repeats} rounds, ms per call")
     head = ["case", "shape", "dtype", "layout", "pybn ms", "pybn min", "torch ms", "mxnet ms",
             "floor", "floor ms", "pybn/floor", "target", "status", "torch/pybn", "3x goal"]

@@ -101,3 +101,16 @@ def test_time_calls_primes_for_the_time_asked(bench):
     assert len(stamps) >= 5
     first_timed = stamps[-3]
     assert first_timed - stamps[0] >= 0.009
+
+
+def test_cpu_identity_reads_the_first_processor(bench, tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 207\n"
+                    "model name\t: Intel(R) Xeon(R) Processor\nstepping\t: 2\n"
+                    "flags\t\t: fpu avx2 f16c avx512f avx512_fp16 amx_tile\n\n"
+                    "processor\t: 1\ncpu family\t: 7\nmodel\t\t: 1\nflags\t\t: fpu\n\n")
+    model, ident, flags = bench.cpu_identity(str(info))
+    assert model == "Intel(R) Xeon(R) Processor"
+    assert ident == "family 6 model 207 stepping 2"
+    assert flags == ["avx2", "f16c", "avx512f", "avx512_fp16", "amx_tile"]
+    assert bench.cpu_identity(str(tmp_path / "missing")) == (None, None, [])
