@@ -1,4 +1,4 @@
-"""The C++ programs of bench/ (pattern_limits.cpp, strip_limits.cpp, call_times.cpp) build
+"""The C++ programs of bench/ (pattern_limits.cpp, row_limits.cpp, strip_limits.cpp, call_times.cpp) build
 against the installed library with the command their headers give, and, where the CPU has
 AVX-512, run on a small shape and print their result lines. Their timings are not checked (speed lives in bench/)."""
 import pathlib
@@ -13,6 +13,7 @@ FLAGS = ["-O2", "-fopenmp", "-mavx512f", "-mavx512bw", "-mavx512dq", "-mf16c"]
 # program -> (arguments of a small run, a line its output must contain)
 PROGRAMS = {
     "pattern_limits.cpp": (["float32", "2", "4", "64", "1"], "pybn/pattern"),
+    "row_limits.cpp": (["float32", "4", "64", "49", "1"], "pybn/phases"),
     "strip_limits.cpp": (["16", "128", "1"], "pybn/strips"),
     "call_times.cpp": (["float32", "2", "8", "49", "bwd", "5", "1"], "pybn/bwd float32 2x8x49"),
 }

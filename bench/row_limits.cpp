@@ -1,0 +1,292 @@
+// What the row layout's access pattern allows on this machine (short maps such as 7x7 and
+// 14x14 in many rows: 64x2048x7x7), measured in one process against pybn's training forward.
+//
+// pybn's row layout sees an (N, C, HW) tensor as N rows of C * HW contiguous positions and
+// cuts each row into blocks of adjacent channels, about 4 KB of every row (block_positions:
+// 1024 float32, 512 float64, 2048 float16 positions at most, whole channels, block counts a
+// multiple of 4). A thread owns a range of blocks; for each it sums the block's N row pieces
+// from memory (the statistics), then normalizes them from L2 with streaming stores. In tensors
+// larger than the last-level cache it sums block b + 1 while it normalizes block b
+// (Forward::normalizes_alongside). This program times, round after round in a fresh order, on
+// the same buffers (two threads each):
+//   copy         a streaming copy of x into y in memory order (loads prefetched 4 KB ahead);
+//   read         a read of x in memory order (the statistics' traffic alone);
+//   phases       the fused pattern, memory traffic only: per block, a float32 sum of its row
+//                pieces (the next row's piece prefetched into L2), then each piece streamed
+//                out scaled (one multiplication a vector, whatever the dtype);
+//   interleaved  the same, but row by row: block b + 1's piece summed, then block b's written;
+//   pybn         pybn_forward (training, through the C ABI) on the same x and y.
+// phases / copy is what the pattern costs over a copy on this machine, pybn / phases what pybn
+// adds (its arithmetic, its float64 statistics, the per-position arrays, the pivot rows).
+//
+// x86-64 with AVX-512 only. From the repository root, with pybn installed:
+//   lib=$(python -c "import os, pybn; print(os.path.dirname(pybn.__file__))")
+//   g++ -O2 -fopenmp -mavx512f -mavx512bw -mavx512dq -mf16c -Icpp/include
+//       bench/row_limits.cpp -o /tmp/row_limits -L$lib -lpybn -Wl,-rpath,$lib
+//   /tmp/row_limits float32|float64|float16 [N C HW] [rounds]
+// (defaults 64 2048 49 and 21 rounds; FLUSH_MB=1024 reads that much other memory before each
+// call, so that the last-level cache holds none of x).
+#include <immintrin.h>
+#include <omp.h>
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cpu_tensor.h"
+#include "pybn/pybn.h"
+
+namespace {
+
+constexpr int64_t kBlockRowBytes = 4096;  // a block's piece of a row, at most (block_positions)
+constexpr int64_t kBlockMultiple = 4;     // block counts are multiples of this (RowLayout)
+constexpr int64_t kPrefetchBytes = 4096;  // the copy's and the read's prefetch distance
+
+double seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// Zeroed memory in 2 MB pages where the kernel gives them (as NumPy's large arrays get).
+void *huge_alloc(int64_t bytes) {
+  const int64_t page = int64_t(2) << 20, size = (bytes + page - 1) / page * page;
+  void *p = std::aligned_alloc(size_t(page), size_t(size));
+  if (!p) {
+    std::fprintf(stderr, "out of memory\n");
+    std::exit(1);
+  }
+  madvise(p, size_t(size), MADV_HUGEPAGE);
+  std::memset(p, 0, size_t(size));
+  return p;
+}
+
+// The blocks of RowLayout for rows of `channels` channels of `inner` positions.
+struct Blocks {
+  int64_t count, channels;  // channels per block (the last may have fewer)
+  Blocks(int64_t C, int64_t inner, int64_t itemsize) {
+    const int64_t widest = std::max<int64_t>(1, std::min(C, kBlockRowBytes / itemsize / inner));
+    count = (C + widest - 1) / widest;
+    if (count > 1) count = (count + kBlockMultiple - 1) / kBlockMultiple * kBlockMultiple;
+    channels = std::max<int64_t>(1, (C + count - 1) / count);
+    count = (C + channels - 1) / channels;
+  }
+};
+
+// The whole 64-byte lines of [begin, end): streaming stores need line-aligned addresses; the
+// partial lines at the ends (a few bytes of each 4 KB piece) are left out of the patterns.
+inline void whole_lines(int64_t begin, int64_t end, int64_t &first, int64_t &last) {
+  first = (begin + 63) / 64 * 64;
+  last = std::max(first, end / 64 * 64);
+}
+
+inline __m512 sum_piece(const char *x, int64_t first, int64_t last, __m512 acc) {
+  for (int64_t i = first; i < last; i += 64) acc = _mm512_add_ps(acc, _mm512_load_ps(x + i));
+  return acc;
+}
+
+inline void prefetch_piece(const char *x, int64_t first, int64_t last) {
+  for (int64_t i = first; i < last; i += 64) _mm_prefetch(x + i, _MM_HINT_T1);
+}
+
+inline void write_piece(const char *x, char *y, int64_t first, int64_t last, __m512 scale) {
+  for (int64_t i = first; i < last; i += 64)
+    _mm512_stream_ps(reinterpret_cast<float *>(y + i), _mm512_mul_ps(scale, _mm512_load_ps(x + i)));
+}
+
+struct Geometry {
+  int64_t rows, row_bytes, block_bytes, blocks;
+  // Line-aligned byte range of block b's piece of row r, from the start of the buffer.
+  void piece(int64_t r, int64_t b, int64_t &first, int64_t &last) const {
+    const int64_t begin = r * row_bytes + b * block_bytes;
+    whole_lines(begin, std::min(begin + block_bytes, (r + 1) * row_bytes), first, last);
+  }
+};
+
+volatile float sink = 0.0f;
+
+// Both patterns: a thread's range of blocks, as the fused row layout splits them.
+void row_pattern(const Geometry &g, const char *x, char *y, bool interleaved) {
+#pragma omp parallel num_threads(2)
+  {
+    const int t = omp_get_thread_num();
+    const int64_t b0 = g.blocks * t / 2, b1 = g.blocks * (t + 1) / 2;
+    const __m512 scale = _mm512_set1_ps(1.001f);
+    __m512 acc = _mm512_setzero_ps();
+    int64_t first, last, next_first, next_last;
+    const auto sum_block = [&](int64_t b) {
+      for (int64_t r = 0; r < g.rows; ++r) {
+        if (r + 1 < g.rows) {
+          g.piece(r + 1, b, next_first, next_last);
+          prefetch_piece(x, next_first, next_last);
+        }
+        g.piece(r, b, first, last);
+        acc = sum_piece(x, first, last, acc);
+      }
+    };
+    if (interleaved && b0 < b1) sum_block(b0);
+    for (int64_t b = b0; b < b1; ++b) {
+      if (!interleaved) sum_block(b);
+      for (int64_t r = 0; r < g.rows; ++r) {
+        if (interleaved && b + 1 < b1) {
+          if (r + 1 < g.rows) {
+            g.piece(r + 1, b + 1, next_first, next_last);
+            prefetch_piece(x, next_first, next_last);
+          }
+          g.piece(r, b + 1, first, last);
+          acc = sum_piece(x, first, last, acc);
+        }
+        g.piece(r, b, first, last);
+        write_piece(x, y, first, last, scale);
+      }
+    }
+    _mm_sfence();
+    alignas(64) float lanes[16];
+    _mm512_store_ps(lanes, acc);
+    if (lanes[0] == 12345.0f) sink = lanes[1];  // keeps the sums
+  }
+}
+
+void stream_copy(const char *x, char *y, int64_t bytes) {
+#pragma omp parallel num_threads(2)
+  {
+    const int64_t half = bytes / 2 / 64 * 64, begin = omp_get_thread_num() * half;
+    const int64_t end = omp_get_thread_num() == 1 ? bytes / 64 * 64 : half;
+    for (int64_t i = begin; i < end; i += 64) {
+      _mm_prefetch(x + std::min(i + kPrefetchBytes, end - 64), _MM_HINT_T1);
+      _mm512_stream_si512(reinterpret_cast<__m512i *>(y + i), _mm512_load_si512(x + i));
+    }
+    _mm_sfence();
+  }
+}
+
+void read_all(const char *x, int64_t bytes) {
+#pragma omp parallel num_threads(2)
+  {
+    const int64_t half = bytes / 2 / 64 * 64, begin = omp_get_thread_num() * half;
+    const int64_t end = omp_get_thread_num() == 1 ? bytes / 64 * 64 : half;
+    __m512 a = _mm512_setzero_ps(), b = _mm512_setzero_ps();
+    int64_t i = begin;
+    for (; i + 128 <= end; i += 128) {
+      _mm_prefetch(x + std::min(i + kPrefetchBytes, end - 64), _MM_HINT_T1);
+      a = _mm512_add_ps(a, _mm512_load_ps(x + i));
+      b = _mm512_add_ps(b, _mm512_load_ps(x + i + 64));
+    }
+    alignas(64) float lanes[16];
+    _mm512_store_ps(lanes, _mm512_add_ps(a, b));
+    if (lanes[0] == 12345.0f) sink = lanes[1];
+  }
+}
+
+}  // namespace
+
+int main(int argc, char **argv) {
+  const std::string dtype = argc > 1 ? argv[1] : "";
+  if (dtype != "float32" && dtype != "float64" && dtype != "float16") {
+    std::fprintf(stderr, "usage: %s float32|float64|float16 [N C HW] [rounds]\n", argv[0]);
+    return 2;
+  }
+  int64_t N = 64, C = 2048, HW = 49;
+  if (argc > 4) {
+    N = std::atol(argv[2]);
+    C = std::atol(argv[3]);
+    HW = std::atol(argv[4]);
+  }
+  const int rounds = argc > 5 ? std::atoi(argv[5]) : 21;
+  const int itemsize = dtype == "float16" ? 2 : dtype == "float32" ? 4 : 8;
+  const int param_size = itemsize == 2 ? 4 : itemsize;
+  if (N <= 0 || C <= 0 || HW <= 0 || rounds <= 0) {
+    std::fprintf(stderr, "needs N, C, HW and rounds positive\n");
+    return 2;
+  }
+  const Blocks blocks(C, HW, itemsize);
+  const int64_t elements = N * C * HW, bytes = elements * itemsize;
+  const Geometry geometry{N, C * HW * itemsize, blocks.channels * HW * itemsize, blocks.count};
+  char *const x = static_cast<char *>(huge_alloc(bytes)), *const y = static_cast<char *>(huge_alloc(bytes));
+  // Values around a different mean in each channel, all finite in float16.
+  std::srand(0);
+  for (int64_t i = 0; i < elements; ++i) {
+    const float v = float((i / HW) % C) * 0.01f + float(std::rand() % 2001 - 1000) * 1e-3f;
+    if (itemsize == 2)
+      reinterpret_cast<uint16_t *>(x)[i] = uint16_t(_cvtss_sh(v, _MM_FROUND_TO_NEAREST_INT));
+    else if (itemsize == 4)
+      reinterpret_cast<float *>(x)[i] = v;
+    else
+      reinterpret_cast<double *>(x)[i] = v;
+  }
+
+  // pybn on the same buffers: training forward, C-contiguous (N, C, HW) views.
+  const int64_t data_shape[3] = {N, C, HW}, channel_shape[1] = {C};
+  std::vector<float> params32(size_t(4 * C), 1.0f);  // gamma, beta, moving mean, moving var
+  std::vector<double> params64(size_t(4 * C), 1.0);
+  char *const params_base = param_size == 4 ? reinterpret_cast<char *>(params32.data()) : reinterpret_cast<char *>(params64.data());
+  const auto param = [&](int k) { return static_cast<void *>(params_base + k * C * param_size); };
+  const pybn_tensor t_x = cpu_tensor(x, 3, data_shape, itemsize * 8), t_y = cpu_tensor(y, 3, data_shape, itemsize * 8);
+  const pybn_tensor t_gamma = cpu_tensor(param(0), 1, channel_shape, param_size * 8);
+  const pybn_tensor t_beta = cpu_tensor(param(1), 1, channel_shape, param_size * 8);
+  const pybn_tensor t_mm = cpu_tensor(param(2), 1, channel_shape, param_size * 8);
+  const pybn_tensor t_mv = cpu_tensor(param(3), 1, channel_shape, param_size * 8);
+  pybn_cpu_set_num_threads(2);  // as the copy and the patterns
+  pybn_params params;
+  pybn_params_default(&params);
+  params.fix_gamma = 0;
+  params.backend = PYBN_BACKEND_CPU;
+  auto run_pybn = [&] {
+    if (pybn_forward(&params, &t_x, &t_gamma, &t_beta, &t_mm, &t_mv, &t_y, nullptr, nullptr) != PYBN_SUCCESS) {
+      std::fprintf(stderr, "pybn_forward: %s\n", pybn_last_error());
+      std::exit(1);
+    }
+  };
+  const int64_t flush_bytes = std::getenv("FLUSH_MB") ? std::atol(std::getenv("FLUSH_MB")) * (int64_t(1) << 20) : 0;
+  char *const flush_buffer = flush_bytes > 0 ? static_cast<char *>(huge_alloc(flush_bytes)) : nullptr;
+  auto flush = [&] {
+    if (flush_bytes > 0) read_all(flush_buffer, flush_bytes);
+  };
+
+  std::printf("%s %lldx%lldx%lld (%.1f MiB): %lld blocks of %lld channels (%lld bytes a row), %d rounds; pybn %s, %s build, "
+              "%d threads\n",
+              dtype.c_str(), (long long)N, (long long)C, (long long)HW, double(bytes) / (1 << 20), (long long)blocks.count,
+              (long long)blocks.channels, (long long)geometry.block_bytes, rounds, pybn_version_string(), pybn_cpu_isa(),
+              pybn_cpu_num_threads());
+  constexpr int kContestants = 5;
+  const char *const names[kContestants] = {"copy", "read", "phases", "interleaved", "pybn"};
+  const std::function<void()> contestants[kContestants] = {
+      [&] { stream_copy(x, y, bytes); }, [&] { read_all(x, bytes); }, [&] { row_pattern(geometry, x, y, false); },
+      [&] { row_pattern(geometry, x, y, true); }, run_pybn};
+  std::vector<double> times[kContestants];
+  std::mt19937 shuffle(1);  // each round in a fresh order: no contestant always follows the same one
+  int order[kContestants] = {0, 1, 2, 3, 4};
+  for (int r = -2; r < rounds; ++r) {  // two warm-up rounds
+    std::shuffle(order, order + kContestants, shuffle);
+    for (const int j : order) {
+      flush();
+      const double t0 = seconds();
+      contestants[j]();
+      const double t = seconds() - t0;
+      if (r >= 0) times[j].push_back(t);
+    }
+  }
+  double m[kContestants];
+  std::printf("median ms:");
+  for (int j = 0; j < kContestants; ++j) {
+    m[j] = median(times[j]);
+    std::printf("  %s %.3f", names[j], m[j] * 1e3);
+  }
+  std::printf("\nread/copy %.2f  phases/copy %.2f  interleaved/copy %.2f  pybn/copy %.2f  pybn/phases %.2f\n", m[1] / m[0],
+              m[2] / m[0], m[3] / m[0], m[4] / m[0], m[4] / m[2]);
+  std::free(flush_buffer);
+  std::free(x);
+  std::free(y);
+  return 0;
+}
