@@ -33,21 +33,17 @@
 // (channel_order_copy).
 #include <immintrin.h>
 #include <omp.h>
-#include <sys/mman.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
-#include <random>
 #include <string>
 #include <vector>
 
-#include "cpu_tensor.h"
-#include "pybn/pybn.h"
+#include "limits_common.h"
 
 namespace {
 
@@ -56,23 +52,6 @@ constexpr int64_t kPrefetchBytes = 4096;  // summing passes: software prefetch d
 constexpr int kItemChannels16 = 4;        // float16: adjacent channels per owned item
 
 int64_t N = 32, C = 256, HW = 3136;
-
-double seconds() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-// Zeroed memory in 2 MB pages where the kernel gives them (as NumPy's large arrays get).
-void *huge_alloc(int64_t bytes) {
-  const int64_t page = int64_t(2) << 20, size = (bytes + page - 1) / page * page;
-  void *p = std::aligned_alloc(size_t(page), size_t(size));
-  if (!p) {
-    std::fprintf(stderr, "out of memory\n");
-    std::exit(1);
-  }
-  madvise(p, size_t(size), MADV_HUGEPAGE);
-  std::memset(p, 0, size_t(size));
-  return p;
-}
 
 // The streaming copy of `bytes` (a multiple of 128), split in halves between the two threads.
 // Its loads are prefetched as pybn's summing passes are: without that it took 9.6 ms at
@@ -247,27 +226,19 @@ void train_float16(const uint16_t *x, uint16_t *y, int64_t G, float eps) {
   }
 }
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
 
 }  // namespace
 
+using limits::median;
+
 int main(int argc, char **argv) {
-  const std::string dtype = argc > 1 ? argv[1] : "";
-  if (dtype != "float32" && dtype != "float64" && dtype != "float16") {
-    std::fprintf(stderr, "usage: %s float32|float64|float16 [N C HW] [rounds] [channels per item]\n", argv[0]);
-    return 2;
-  }
-  if (argc > 4) {
-    N = std::atol(argv[2]);
-    C = std::atol(argv[3]);
-    HW = std::atol(argv[4]);
-  }
-  const int rounds = argc > 5 ? std::atoi(argv[5]) : 21;
-  const int itemsize = dtype == "float16" ? 2 : dtype == "float32" ? 4 : 8;
-  const int param_size = itemsize == 2 ? 4 : itemsize;
+  limits::Arguments a{"", N, C, HW, 21, 4};
+  if (!limits::parse_arguments(argc, argv, a, " [channels per item]")) return 2;
+  const std::string &dtype = a.dtype;
+  N = a.N;
+  C = a.C;
+  HW = a.HW;
+  const int rounds = a.rounds, itemsize = a.itemsize;
   // pybn's items: float32 two 56x56 channels (runs under kShareRunBytes share twice the
   // channels), float64 one, float16 four (owned).
   const int64_t G = argc > 6 ? std::atol(argv[6]) : itemsize == 4 ? 2 : itemsize == 8 ? 1 : kItemChannels16;
@@ -277,43 +248,9 @@ int main(int argc, char **argv) {
                          "HW a multiple of 64\n");
     return 2;
   }
-  void *x = huge_alloc(bytes), *y = huge_alloc(bytes);
-  // Values around a different mean in each channel, all finite in float16.
-  std::srand(0);
-  for (int64_t i = 0; i < elements; ++i) {
-    const float v = float((i / HW) % C) * 0.01f + float(std::rand() % 2001 - 1000) * 1e-3f;
-    if (itemsize == 2)
-      static_cast<uint16_t *>(x)[i] = uint16_t(_cvtss_sh(v, _MM_FROUND_TO_NEAREST_INT));
-    else if (itemsize == 4)
-      static_cast<float *>(x)[i] = v;
-    else
-      static_cast<double *>(x)[i] = v;
-  }
-
-  // pybn on the same buffers: training forward, C-contiguous (N, C, HW) views.
-  const int64_t data_shape[3] = {N, C, HW}, channel_shape[1] = {C};
-  // gamma, beta, moving mean and moving var, C each, in the parameter type (their values do
-  // not change the time).
-  std::vector<float> params32(size_t(4 * C), 1.0f);
-  std::vector<double> params64(size_t(4 * C), 1.0);
-  char *const params_base = param_size == 4 ? reinterpret_cast<char *>(params32.data()) : reinterpret_cast<char *>(params64.data());
-  const auto param = [&](int k) { return static_cast<void *>(params_base + k * C * param_size); };
-  const pybn_tensor t_x = cpu_tensor(x, 3, data_shape, itemsize * 8), t_y = cpu_tensor(y, 3, data_shape, itemsize * 8);
-  const pybn_tensor t_gamma = cpu_tensor(param(0), 1, channel_shape, param_size * 8);
-  const pybn_tensor t_beta = cpu_tensor(param(1), 1, channel_shape, param_size * 8);
-  const pybn_tensor t_mm = cpu_tensor(param(2), 1, channel_shape, param_size * 8);
-  const pybn_tensor t_mv = cpu_tensor(param(3), 1, channel_shape, param_size * 8);
-  pybn_cpu_set_num_threads(2);  // as the copy and the patterns
-  pybn_params params;
-  pybn_params_default(&params);
-  params.fix_gamma = 0;
-  params.backend = PYBN_BACKEND_CPU;
-  auto run_pybn = [&] {
-    if (pybn_forward(&params, &t_x, &t_gamma, &t_beta, &t_mm, &t_mv, &t_y, nullptr, nullptr) != PYBN_SUCCESS) {
-      std::fprintf(stderr, "pybn_forward: %s\n", pybn_last_error());
-      std::exit(1);
-    }
-  };
+  void *x = limits::huge_alloc(bytes), *y = limits::huge_alloc(bytes);
+  limits::fill_around_channel_means(x, N, C, HW, itemsize);
+  const limits::TrainingCall run_pybn(x, y, N, C, HW, itemsize);  // pybn on the same buffers
   auto run_pattern = [&] {
     if (itemsize == 2)
       train_float16(static_cast<const uint16_t *>(x), static_cast<uint16_t *>(y), G, 1e-3f);
@@ -328,36 +265,14 @@ int main(int argc, char **argv) {
   auto run_runs4 = [&] { channel_order_copy(static_cast<const char *>(x), static_cast<char *>(y), itemsize, 4); };
   // The last-level cache can hold much of a 196 MiB tensor (480 MB on our VM): with FLUSH_MB
   // set, each call comes after a read of that many MB of other memory (not timed).
-  const int64_t flush_bytes = std::getenv("FLUSH_MB") ? std::atol(std::getenv("FLUSH_MB")) * (int64_t(1) << 20) : 0;
-  char *const flush_buffer = flush_bytes > 0 ? static_cast<char *>(huge_alloc(flush_bytes)) : nullptr;
-  volatile int64_t flush_sink = 0;
-  auto flush = [&] {
-    if (flush_bytes == 0) return;
-    int64_t sum = 0;
-#pragma omp parallel for reduction(+ : sum) num_threads(2)
-    for (int64_t i = 0; i < flush_bytes; i += 64) sum += flush_buffer[i];
-    flush_sink = flush_sink + sum;
-  };
+  limits::CacheFlush flush;
 
   std::printf("%s %lldx%lldx%lld (%.1f MiB), %d rounds; pybn %s, %s build, %d threads\n", dtype.c_str(), (long long)N,
               (long long)C, (long long)HW, double(bytes) / (1 << 20), rounds, pybn_version_string(), pybn_cpu_isa(),
               pybn_cpu_num_threads());
-  constexpr int kContestants = 6;
-  std::vector<double> times[kContestants];  // copy, pattern, pybn, memcpy, runs1, runs4
-  const std::function<void()> contestants[kContestants] = {run_copy, run_pattern, run_pybn, run_memcpy, run_runs1, run_runs4};
-  // Each round in a fresh order, so that no contestant always follows the same one.
-  std::mt19937 shuffle(1);
-  int order[kContestants] = {0, 1, 2, 3, 4, 5};
-  for (int r = -2; r < rounds; ++r) {  // two warm-up rounds
-    std::shuffle(order, order + kContestants, shuffle);
-    for (const int j : order) {
-      flush();
-      const double t0 = seconds();
-      contestants[j]();
-      const double t = seconds() - t0;
-      if (r >= 0) times[j].push_back(t);
-    }
-  }
+  // copy, pattern, pybn, memcpy, runs1, runs4
+  const std::vector<std::vector<double>> times = limits::time_rounds(
+      {run_copy, run_pattern, [&] { run_pybn(); }, run_memcpy, run_runs1, run_runs4}, rounds, flush);
   const double copy = median(times[0]), pattern = median(times[1]), pybn = median(times[2]), glibc = median(times[3]);
   std::printf("median ms: copy %.3f  memcpy %.3f  pattern %.3f  pybn %.3f\n", copy * 1e3, glibc * 1e3, pattern * 1e3, pybn * 1e3);
   std::printf("pattern/copy %.2f  pybn/copy %.2f  pybn/memcpy %.2f  pybn/pattern %.2f\n", pattern / copy, pybn / copy,
@@ -365,7 +280,6 @@ int main(int argc, char **argv) {
   const double runs1 = median(times[4]), runs4 = median(times[5]);
   std::printf("copy in channel order: one run at a time %.3f ms (%.2fx copy), four runs in turn %.3f ms (%.2fx)\n",
               runs1 * 1e3, runs1 / copy, runs4 * 1e3, runs4 / copy);
-  std::free(flush_buffer);
   std::free(x);
   std::free(y);
   return 0;

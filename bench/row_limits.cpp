@@ -28,49 +28,22 @@
 // call, so that the last-level cache holds none of x).
 #include <immintrin.h>
 #include <omp.h>
-#include <sys/mman.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <functional>
-#include <random>
 #include <string>
 #include <vector>
 
-#include "cpu_tensor.h"
-#include "pybn/pybn.h"
+#include "limits_common.h"
 
 namespace {
 
 constexpr int64_t kBlockRowBytes = 4096;  // a block's piece of a row, at most (block_positions)
 constexpr int64_t kBlockMultiple = 4;     // block counts are multiples of this (RowLayout)
 constexpr int64_t kPrefetchBytes = 4096;  // the copy's and the read's prefetch distance
-
-double seconds() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
-// Zeroed memory in 2 MB pages where the kernel gives them (as NumPy's large arrays get).
-void *huge_alloc(int64_t bytes) {
-  const int64_t page = int64_t(2) << 20, size = (bytes + page - 1) / page * page;
-  void *p = std::aligned_alloc(size_t(page), size_t(size));
-  if (!p) {
-    std::fprintf(stderr, "out of memory\n");
-    std::exit(1);
-  }
-  madvise(p, size_t(size), MADV_HUGEPAGE);
-  std::memset(p, 0, size_t(size));
-  return p;
-}
 
 // The blocks of RowLayout for rows of `channels` channels of `inner` positions.
 struct Blocks {
@@ -192,20 +165,11 @@ void read_all(const char *x, int64_t bytes) {
 }  // namespace
 
 int main(int argc, char **argv) {
-  const std::string dtype = argc > 1 ? argv[1] : "";
-  if (dtype != "float32" && dtype != "float64" && dtype != "float16") {
-    std::fprintf(stderr, "usage: %s float32|float64|float16 [N C HW] [rounds]\n", argv[0]);
-    return 2;
-  }
-  int64_t N = 64, C = 2048, HW = 49;
-  if (argc > 4) {
-    N = std::atol(argv[2]);
-    C = std::atol(argv[3]);
-    HW = std::atol(argv[4]);
-  }
-  const int rounds = argc > 5 ? std::atoi(argv[5]) : 21;
-  const int itemsize = dtype == "float16" ? 2 : dtype == "float32" ? 4 : 8;
-  const int param_size = itemsize == 2 ? 4 : itemsize;
+  limits::Arguments a{"", 64, 2048, 49, 21, 4};  // defaults: float32 64x2048x7x7
+  if (!limits::parse_arguments(argc, argv, a, "")) return 2;
+  const std::string &dtype = a.dtype;
+  const int64_t N = a.N, C = a.C, HW = a.HW;
+  const int rounds = a.rounds, itemsize = a.itemsize;
   if (N <= 0 || C <= 0 || HW <= 0 || rounds <= 0) {
     std::fprintf(stderr, "needs N, C, HW and rounds positive\n");
     return 2;
@@ -213,46 +177,10 @@ int main(int argc, char **argv) {
   const Blocks blocks(C, HW, itemsize);
   const int64_t elements = N * C * HW, bytes = elements * itemsize;
   const Geometry geometry{N, C * HW * itemsize, blocks.channels * HW * itemsize, blocks.count};
-  char *const x = static_cast<char *>(huge_alloc(bytes)), *const y = static_cast<char *>(huge_alloc(bytes));
-  // Values around a different mean in each channel, all finite in float16.
-  std::srand(0);
-  for (int64_t i = 0; i < elements; ++i) {
-    const float v = float((i / HW) % C) * 0.01f + float(std::rand() % 2001 - 1000) * 1e-3f;
-    if (itemsize == 2)
-      reinterpret_cast<uint16_t *>(x)[i] = uint16_t(_cvtss_sh(v, _MM_FROUND_TO_NEAREST_INT));
-    else if (itemsize == 4)
-      reinterpret_cast<float *>(x)[i] = v;
-    else
-      reinterpret_cast<double *>(x)[i] = v;
-  }
-
-  // pybn on the same buffers: training forward, C-contiguous (N, C, HW) views.
-  const int64_t data_shape[3] = {N, C, HW}, channel_shape[1] = {C};
-  std::vector<float> params32(size_t(4 * C), 1.0f);  // gamma, beta, moving mean, moving var
-  std::vector<double> params64(size_t(4 * C), 1.0);
-  char *const params_base = param_size == 4 ? reinterpret_cast<char *>(params32.data()) : reinterpret_cast<char *>(params64.data());
-  const auto param = [&](int k) { return static_cast<void *>(params_base + k * C * param_size); };
-  const pybn_tensor t_x = cpu_tensor(x, 3, data_shape, itemsize * 8), t_y = cpu_tensor(y, 3, data_shape, itemsize * 8);
-  const pybn_tensor t_gamma = cpu_tensor(param(0), 1, channel_shape, param_size * 8);
-  const pybn_tensor t_beta = cpu_tensor(param(1), 1, channel_shape, param_size * 8);
-  const pybn_tensor t_mm = cpu_tensor(param(2), 1, channel_shape, param_size * 8);
-  const pybn_tensor t_mv = cpu_tensor(param(3), 1, channel_shape, param_size * 8);
-  pybn_cpu_set_num_threads(2);  // as the copy and the patterns
-  pybn_params params;
-  pybn_params_default(&params);
-  params.fix_gamma = 0;
-  params.backend = PYBN_BACKEND_CPU;
-  auto run_pybn = [&] {
-    if (pybn_forward(&params, &t_x, &t_gamma, &t_beta, &t_mm, &t_mv, &t_y, nullptr, nullptr) != PYBN_SUCCESS) {
-      std::fprintf(stderr, "pybn_forward: %s\n", pybn_last_error());
-      std::exit(1);
-    }
-  };
-  const int64_t flush_bytes = std::getenv("FLUSH_MB") ? std::atol(std::getenv("FLUSH_MB")) * (int64_t(1) << 20) : 0;
-  char *const flush_buffer = flush_bytes > 0 ? static_cast<char *>(huge_alloc(flush_bytes)) : nullptr;
-  auto flush = [&] {
-    if (flush_bytes > 0) read_all(flush_buffer, flush_bytes);
-  };
+  char *const x = static_cast<char *>(limits::huge_alloc(bytes)), *const y = static_cast<char *>(limits::huge_alloc(bytes));
+  limits::fill_around_channel_means(x, N, C, HW, itemsize);
+  const limits::TrainingCall run_pybn(x, y, N, C, HW, itemsize);  // pybn on the same buffers
+  limits::CacheFlush flush;  // FLUSH_MB
 
   std::printf("%s %lldx%lldx%lld (%.1f MiB): %lld blocks of %lld channels (%lld bytes a row), %d rounds; pybn %s, %s build, "
               "%d threads\n",
@@ -261,31 +189,18 @@ int main(int argc, char **argv) {
               pybn_cpu_num_threads());
   constexpr int kContestants = 5;
   const char *const names[kContestants] = {"copy", "read", "phases", "interleaved", "pybn"};
-  const std::function<void()> contestants[kContestants] = {
-      [&] { stream_copy(x, y, bytes); }, [&] { read_all(x, bytes); }, [&] { row_pattern(geometry, x, y, false); },
-      [&] { row_pattern(geometry, x, y, true); }, run_pybn};
-  std::vector<double> times[kContestants];
-  std::mt19937 shuffle(1);  // each round in a fresh order: no contestant always follows the same one
-  int order[kContestants] = {0, 1, 2, 3, 4};
-  for (int r = -2; r < rounds; ++r) {  // two warm-up rounds
-    std::shuffle(order, order + kContestants, shuffle);
-    for (const int j : order) {
-      flush();
-      const double t0 = seconds();
-      contestants[j]();
-      const double t = seconds() - t0;
-      if (r >= 0) times[j].push_back(t);
-    }
-  }
+  const std::vector<std::vector<double>> times = limits::time_rounds(
+      {[&] { stream_copy(x, y, bytes); }, [&] { read_all(x, bytes); }, [&] { row_pattern(geometry, x, y, false); },
+       [&] { row_pattern(geometry, x, y, true); }, [&] { run_pybn(); }},
+      rounds, flush);
   double m[kContestants];
   std::printf("median ms:");
   for (int j = 0; j < kContestants; ++j) {
-    m[j] = median(times[j]);
+    m[j] = limits::median(times[j]);
     std::printf("  %s %.3f", names[j], m[j] * 1e3);
   }
   std::printf("\nread/copy %.2f  phases/copy %.2f  interleaved/copy %.2f  pybn/copy %.2f  pybn/phases %.2f\n", m[1] / m[0],
               m[2] / m[0], m[3] / m[0], m[4] / m[0], m[4] / m[2]);
-  std::free(flush_buffer);
   std::free(x);
   std::free(y);
   return 0;
