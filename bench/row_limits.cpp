@@ -15,9 +15,13 @@
 //                pieces (the next row's piece prefetched into L2), then each piece streamed
 //                out scaled (one multiplication a vector, whatever the dtype);
 //   interleaved  the same, but row by row: block b + 1's piece summed, then block b's written;
+//   arith        (float32 only) phases with pybn's float32 arithmetic: per position, sums of
+//                x - origin and of its square in L1 arrays, four rows a sweep, then
+//                y = (x - mean) * scale + shift from per-position arrays;
 //   pybn         pybn_forward (training, through the C ABI) on the same x and y.
-// phases / copy is what the pattern costs over a copy on this machine, pybn / phases what pybn
-// adds (its arithmetic, its float64 statistics, the per-position arrays, the pivot rows).
+// phases / copy is what the pattern costs over a copy on this machine, arith / phases what its
+// arithmetic adds, pybn / arith the rest of pybn (pivot rows, float64 flushes and moments,
+// per-channel work, coefficient arrays, the end-of-call barrier).
 //
 // x86-64 with AVX-512 only. From the repository root, with pybn installed:
 //   lib=$(python -c "import os, pybn; print(os.path.dirname(pybn.__file__))")
@@ -88,6 +92,60 @@ struct Geometry {
 };
 
 volatile float sink = 0.0f;
+
+// The phases pattern with pybn's float32 arithmetic (add_rows_terms and normalize_block_rows
+// in their simplest form: no pivot pass, no float64 flushes, fixed origins and coefficients;
+// rows summed four at a time, a remainder of fewer than four rows left out).
+void row_arithmetic(const Geometry &g, const char *x, char *y) {
+  constexpr int64_t kPositions = kBlockRowBytes / 4, kSweep = 4, kFlush = 32;
+#pragma omp parallel num_threads(2)
+  {
+    const int t = omp_get_thread_num();
+    const int64_t b0 = g.blocks * t / 2, b1 = g.blocks * (t + 1) / 2;
+    alignas(64) float a[kPositions], b[kPositions], origin[kPositions], mean[kPositions], scale[kPositions],
+        shift[kPositions];
+    for (int64_t q = 0; q < kPositions; ++q) {
+      origin[q] = mean[q] = 0.5f;
+      scale[q] = 1.1f;
+      shift[q] = 0.1f;
+    }
+    int64_t first, last, next_first, next_last;
+    for (int64_t block = b0; block < b1; ++block) {
+      for (int64_t r = 0; r + kSweep <= g.rows; r += kSweep) {
+        for (int k = 0; k < kSweep && r + kSweep + k < g.rows; ++k) {
+          g.piece(r + kSweep + k, block, next_first, next_last);
+          prefetch_piece(x, next_first, next_last);
+        }
+        g.piece(r, block, first, last);
+        for (int64_t i = 0; i < last - first; i += 64) {
+          const int64_t q = i / 4;
+          const bool fresh = r % kFlush == 0;
+          __m512 va = fresh ? _mm512_setzero_ps() : _mm512_load_ps(a + q);
+          __m512 vb = fresh ? _mm512_setzero_ps() : _mm512_load_ps(b + q);
+          const __m512 o = _mm512_load_ps(origin + q);
+          for (int k = 0; k < kSweep; ++k) {
+            const __m512 d = _mm512_sub_ps(_mm512_load_ps(x + first + k * g.row_bytes + i), o);
+            va = _mm512_add_ps(va, d);
+            vb = _mm512_add_ps(vb, _mm512_mul_ps(d, d));
+          }
+          _mm512_store_ps(a + q, va);
+          _mm512_store_ps(b + q, vb);
+        }
+      }
+      for (int64_t r = 0; r < g.rows; ++r) {
+        g.piece(r, block, first, last);
+        for (int64_t i = first; i < last; i += 64) {
+          const int64_t q = (i - first) / 4;
+          const __m512 v = _mm512_sub_ps(_mm512_load_ps(x + i), _mm512_load_ps(mean + q));
+          _mm512_stream_ps(reinterpret_cast<float *>(y + i),
+                           _mm512_add_ps(_mm512_mul_ps(v, _mm512_load_ps(scale + q)), _mm512_load_ps(shift + q)));
+        }
+      }
+    }
+    _mm_sfence();
+    if (a[1] == 12345.0f) sink = b[1];  // keeps the sums
+  }
+}
 
 // Both patterns: a thread's range of blocks, as the fused row layout splits them.
 void row_pattern(const Geometry &g, const char *x, char *y, bool interleaved) {
@@ -187,20 +245,25 @@ int main(int argc, char **argv) {
               dtype.c_str(), (long long)N, (long long)C, (long long)HW, double(bytes) / (1 << 20), (long long)blocks.count,
               (long long)blocks.channels, (long long)geometry.block_bytes, rounds, pybn_version_string(), pybn_cpu_isa(),
               pybn_cpu_num_threads());
-  constexpr int kContestants = 5;
-  const char *const names[kContestants] = {"copy", "read", "phases", "interleaved", "pybn"};
-  const std::vector<std::vector<double>> times = limits::time_rounds(
-      {[&] { stream_copy(x, y, bytes); }, [&] { read_all(x, bytes); }, [&] { row_pattern(geometry, x, y, false); },
-       [&] { row_pattern(geometry, x, y, true); }, [&] { run_pybn(); }},
-      rounds, flush);
-  double m[kContestants];
+  const bool arith = itemsize == 4;  // the arithmetic contestant is float32's
+  std::vector<const char *> names = {"copy", "read", "phases", "interleaved", "pybn"};
+  std::vector<std::function<void()>> contestants = {
+      [&] { stream_copy(x, y, bytes); }, [&] { read_all(x, bytes); }, [&] { row_pattern(geometry, x, y, false); },
+      [&] { row_pattern(geometry, x, y, true); }, [&] { run_pybn(); }};
+  if (arith) {
+    names.push_back("arith");
+    contestants.push_back([&] { row_arithmetic(geometry, x, y); });
+  }
+  const std::vector<std::vector<double>> times = limits::time_rounds(contestants, rounds, flush);
+  std::vector<double> m;
   std::printf("median ms:");
-  for (int j = 0; j < kContestants; ++j) {
-    m[j] = limits::median(times[j]);
+  for (size_t j = 0; j < times.size(); ++j) {
+    m.push_back(limits::median(times[j]));
     std::printf("  %s %.3f", names[j], m[j] * 1e3);
   }
   std::printf("\nread/copy %.2f  phases/copy %.2f  interleaved/copy %.2f  pybn/copy %.2f  pybn/phases %.2f\n", m[1] / m[0],
               m[2] / m[0], m[3] / m[0], m[4] / m[0], m[4] / m[2]);
+  if (arith) std::printf("arith/phases %.2f  pybn/arith %.2f\n", m[5] / m[2], m[4] / m[5]);
   std::free(x);
   std::free(y);
   return 0;
