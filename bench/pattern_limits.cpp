@@ -14,10 +14,12 @@
 // what pybn adds to it. The patterns pybn uses for the benchmark's NCHW shape (32,256,56,56):
 //   float32, float64  items of G adjacent channels (float32: 2, float64: 1; 800 KB either way
 //            at that shape) split between the two threads by outer index, each summing its
-//            half of the next item while it normalizes its half of this one, in alternating
-//            4 KB pieces; the two meet once per item (Forward::shared_channels);
-//   float16  items of four adjacent channels owned by one thread (round robin), statistics
-//            and then normalization (Forward::long_runs).
+//            half of the next item while it normalizes its half of this one, in one loop (a
+//            line written per line summed); the two meet once per item
+//            (Forward::shared_channels; pybn reads four runs in turn there, this one run);
+//   float16  items of two adjacent channels (400 KB) owned by one thread (round robin), the
+//            thread's next item summed in the loop that normalizes this one (Forward::long_runs
+//            with overlaps_items; item after item, statistics then normalization, until stop 31).
 // Summing passes prefetch 4 KB ahead into L2 (into the next run where a run ends), as pybn's.
 //
 // x86-64 with AVX-512 only. From the repository root, with pybn installed:
@@ -47,9 +49,8 @@
 
 namespace {
 
-constexpr int64_t kPieceBytes = 4096;     // shared items: pieces alternated between the two items
 constexpr int64_t kPrefetchBytes = 4096;  // summing passes: software prefetch distance
-constexpr int kItemChannels16 = 4;        // float16: adjacent channels per owned item
+constexpr int kItemChannels16 = 2;        // float16: adjacent channels per owned item
 
 int64_t N = 32, C = 256, HW = 3136;
 
@@ -127,7 +128,7 @@ template <class T> void train_shared(const T *x, T *y, int64_t G, double eps) {
     return sum;
   };
   const int64_t items = C / G, run = G * HW, count = N * run;
-  const int64_t piece = kPieceBytes / int64_t(sizeof(T)), ahead = kPrefetchBytes / int64_t(sizeof(T));
+  const int64_t ahead = kPrefetchBytes / int64_t(sizeof(T));
   std::vector<PartSums> parts(size_t(2 * items));
 #pragma omp parallel num_threads(2)
   {
@@ -145,22 +146,20 @@ template <class T> void train_shared(const T *x, T *y, int64_t G, double eps) {
         const T *in = x + std::max<int64_t>(at, 0), *next = x + at + run;
         T *out = y + std::max<int64_t>(at, 0);
         const T *after = r + 1 < n1 ? next + C * HW : next;  // the run summed after this one
-        for (int64_t p = 0; p < run; p += piece) {
-          const int64_t end = std::min(run, p + piece);
+        for (int64_t i = 0; i + 2 * L <= run; i += 2 * L) {
+          if (sums) {
+            const int64_t a = i + ahead, b = a + L;
+            _mm_prefetch(reinterpret_cast<const char *>(a < run ? next + a : after + (a - run)), _MM_HINT_T1);
+            _mm_prefetch(reinterpret_cast<const char *>(b < run ? next + b : after + (b - run)), _MM_HINT_T1);
+            const V d0 = load(next + i) - pivot, d1 = load(next + i + L) - pivot;
+            s0 += d0;
+            q0 += d0 * d0;
+            s1 += d1;
+            q1 += d1 * d1;
+          }
           if (writes)
-            for (int64_t i = p; i + L <= end; i += L)
-              _mm512_stream_si512(reinterpret_cast<__m512i *>(out + i), (__m512i)((load(in + i) - vm) * vk + shift));
-          if (sums)
-            for (int64_t i = p; i + 2 * L <= end; i += 2 * L) {
-              const int64_t a = i + ahead, b = a + L;
-              _mm_prefetch(reinterpret_cast<const char *>(a < run ? next + a : after + (a - run)), _MM_HINT_T1);
-              _mm_prefetch(reinterpret_cast<const char *>(b < run ? next + b : after + (b - run)), _MM_HINT_T1);
-              const V d0 = load(next + i) - pivot, d1 = load(next + i + L) - pivot;
-              s0 += d0;
-              q0 += d0 * d0;
-              s1 += d1;
-              q1 += d1 * d1;
-            }
+            for (int64_t j = i; j < i + 2 * L; j += L)
+              _mm512_stream_si512(reinterpret_cast<__m512i *>(out + j), (__m512i)((load(in + j) - vm) * vk + shift));
         }
       }
       if (sums) parts[size_t(2 * (w + 1) + t)] = {total(s0 + s1), total(q0 + q1)};
@@ -177,55 +176,71 @@ template <class T> void train_shared(const T *x, T *y, int64_t G, double eps) {
   }
 }
 
-// ---- float16: items of G channels owned by one thread, statistics then normalization ----
+// ---- float16: items of G channels owned by one thread, the next one summed alongside ----
 inline __m512 load_half16(const uint16_t *p) {
   return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(p)));
 }
 
+struct Sums16 {
+  __m512 s0, s1, q0, q1;  // of x - pivot and of its square, two chains each
+};
+
+// Items w, w + 2, ... of G adjacent channels on thread w % 2: each item's runs normalized
+// (coefficients from its sums) in the loop that sums the same runs of the thread's next item.
 void train_float16(const uint16_t *x, uint16_t *y, int64_t G, float eps) {
   const int64_t run = G * HW, items = C / G, ahead = kPrefetchBytes / 2;
 #pragma omp parallel num_threads(2)
   {
-    for (int64_t w = omp_get_thread_num(); w < items; w += 2) {
-      const uint16_t *item = x + w * run;
-      const __m512 pivot = _mm512_set1_ps(_cvtsh_ss(item[0]));
-      struct {
-        __m512 s0, s1, q0, q1;
-      } s = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    // Normalizes item w with (vm, vk) while summing item `next` into s; w < 0: sums only;
+    // next >= items: writes only.
+    auto step = [&](int64_t w, __m512 vm, __m512 vk, int64_t next, Sums16 &total, __m512 pivot) {
+      const __m512 shift = _mm512_set1_ps(0.5f);
+      const bool sums = next < items, writes = w >= 0;
+      Sums16 s = total;  // in registers: the streaming stores may alias anything in memory
       for (int64_t r = 0; r < N; ++r) {
-        const uint16_t *in = item + r * C * HW;
-        const uint16_t *after = r + 1 < N ? in + C * HW : w + 2 < items ? x + (w + 2) * run : in;
+        const uint16_t *in = x + std::max<int64_t>(w, 0) * run + r * C * HW, *nx = x + next * run + r * C * HW;
+        uint16_t *out = y + std::max<int64_t>(w, 0) * run + r * C * HW;
+        const uint16_t *after = r + 1 < N ? nx + C * HW : nx;
         for (int64_t i = 0; i + 32 <= run; i += 32) {
-          const int64_t a = i + ahead;
-          _mm_prefetch(reinterpret_cast<const char *>(a < run ? in + a : after + (a - run)), _MM_HINT_T1);
-          const __m512 d0 = _mm512_sub_ps(load_half16(in + i), pivot), d1 = _mm512_sub_ps(load_half16(in + i + 16), pivot);
-          s.s0 = _mm512_add_ps(s.s0, d0);
-          s.q0 = _mm512_add_ps(s.q0, _mm512_mul_ps(d0, d0));
-          s.s1 = _mm512_add_ps(s.s1, d1);
-          s.q1 = _mm512_add_ps(s.q1, _mm512_mul_ps(d1, d1));
+          if (sums) {
+            const int64_t a = i + ahead;
+            _mm_prefetch(reinterpret_cast<const char *>(a < run ? nx + a : after + (a - run)), _MM_HINT_T1);
+            const __m512 d0 = _mm512_sub_ps(load_half16(nx + i), pivot), d1 = _mm512_sub_ps(load_half16(nx + i + 16), pivot);
+            s.s0 = _mm512_add_ps(s.s0, d0);
+            s.q0 = _mm512_add_ps(s.q0, _mm512_mul_ps(d0, d0));
+            s.s1 = _mm512_add_ps(s.s1, d1);
+            s.q1 = _mm512_add_ps(s.q1, _mm512_mul_ps(d1, d1));
+          }
+          if (writes) {
+            const __m256i lo = _mm512_cvtps_ph(_mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(load_half16(in + i), vm), vk), shift), _MM_FROUND_TO_NEAREST_INT);
+            const __m256i hi = _mm512_cvtps_ph(_mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(load_half16(in + i + 16), vm), vk), shift), _MM_FROUND_TO_NEAREST_INT);
+            _mm512_stream_si512(reinterpret_cast<__m512i *>(out + i), _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1));
+          }
         }
       }
+      total = s;
+    };
+    const auto fresh = [] { return Sums16{_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()}; };
+    const auto pivot_of = [&](int64_t w) { return _mm512_set1_ps(w < items ? _cvtsh_ss(x[w * run]) : 0.0f); };
+    int64_t w = omp_get_thread_num();
+    Sums16 s = fresh();
+    __m512 pivot = pivot_of(w);
+    step(-1, pivot, pivot, w, s, pivot);
+    for (; w < items; w += 2) {
       // One mean and scale for the item's G channels: the arithmetic, not the statistics, is
       // what is timed here.
       const float count = float(N * run);
       const float shifted_mean = _mm512_reduce_add_ps(_mm512_add_ps(s.s0, s.s1)) / count;
       const float var = std::max(0.0f, _mm512_reduce_add_ps(_mm512_add_ps(s.q0, s.q1)) / count - shifted_mean * shifted_mean);
       const __m512 vm = _mm512_add_ps(pivot, _mm512_set1_ps(shifted_mean));
-      const __m512 vk = _mm512_set1_ps(1.0f / __builtin_sqrtf(var + eps)), shift = _mm512_set1_ps(0.5f);
-      for (int64_t r = 0; r < N; ++r) {
-        const uint16_t *in = item + r * C * HW;
-        uint16_t *out = y + w * run + r * C * HW;
-        for (int64_t i = 0; i + 32 <= run; i += 32) {
-          const __m256i lo = _mm512_cvtps_ph(_mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(load_half16(in + i), vm), vk), shift), _MM_FROUND_TO_NEAREST_INT);
-          const __m256i hi = _mm512_cvtps_ph(_mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(load_half16(in + i + 16), vm), vk), shift), _MM_FROUND_TO_NEAREST_INT);
-          _mm512_stream_si512(reinterpret_cast<__m512i *>(out + i), _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1));
-        }
-      }
+      const __m512 vk = _mm512_set1_ps(1.0f / __builtin_sqrtf(var + eps));
+      s = fresh();
+      pivot = pivot_of(w + 2);
+      step(w, vm, vk, w + 2, s, pivot);
     }
     _mm_sfence();
   }
 }
-
 
 }  // namespace
 
@@ -240,7 +255,7 @@ int main(int argc, char **argv) {
   HW = a.HW;
   const int rounds = a.rounds, itemsize = a.itemsize;
   // pybn's items: float32 two 56x56 channels (runs under kShareRunBytes share twice the
-  // channels), float64 one, float16 four (owned).
+  // channels), float64 one, float16 two (owned).
   const int64_t G = argc > 6 ? std::atol(argv[6]) : itemsize == 4 ? 2 : itemsize == 8 ? 1 : kItemChannels16;
   const int64_t elements = N * C * HW, bytes = elements * itemsize;
   if (N <= 0 || C <= 0 || HW <= 0 || G <= 0 || rounds <= 0 || N % 2 != 0 || C % (2 * G) != 0 || HW % 64 != 0) {
