@@ -82,12 +82,17 @@ def test_large_tensor_long_runs(make_inputs, dtype_name, shape):
 # of 8-128 KB (kInterleaveMinRunBytes, kInterleaveMaxRunBytes) are summed four at a time, a
 # 512-byte piece of each in turn (for_each_run_group): runs of 2047 and 2048 float32 elements
 # sit on either side of the first bound, of 40000 past the second. The last two: few rows of
-# short runs, which go by long runs too (uses_long_runs), streamed.
+# short runs, which go by long runs too (uses_long_runs), streamed. 16-bit types (one run at a
+# time whatever its length): float16 runs of 6000 (not a whole number of the reduction's
+# steps), items of two channels (1500), bfloat16 runs of 9001.
+# The backward of the same tensors: where one channel's x and dy take 64-800 KB, a thread sums
+# its next channel while it writes dx of the current one (Backward::overlaps_channels).
 SUMMED_ALONGSIDE = [("float32", (32, 13, 3000)), ("float32", (12, 26, 4111)), ("float64", (16, 13, 6111)),
                     ("float32", (24, 10, 5000)), ("float32", (128, 16, 784)), ("float64", (64, 12, 784)),
                     ("float32", (64, 24, 784)), ("float32", (48, 12, 2047)), ("float32", (48, 12, 2048)),
                     ("float32", (24, 30, 2048)), ("float32", (2, 20, 40000)), ("float32", (2, 4096, 128)),
-                    ("float64", (1, 16384, 32))]
+                    ("float64", (1, 16384, 32)), ("float16", (32, 13, 6000)), ("float16", (64, 24, 1500)),
+                    ("bfloat16", (20, 12, 9001))]
 
 # The same tensors with streaming stores off, in a subprocess (PYBN_CPU_STREAM_STORES is read
 # once per process): then no item is summed alongside another's normalization and no channel
@@ -97,15 +102,19 @@ UNSTREAMED_WORKER = r"""
 import sys, numpy as np, pybn
 sys.path.insert(0, sys.argv[2])
 from conftest import random_inputs
-from test_kernel_paths import SUMMED_ALONGSIDE, summed_alongside_inputs
+from test_kernel_paths import SUMMED_ALONGSIDE, summed_alongside_dy, summed_alongside_inputs
 seed, results = int(sys.argv[3]), {}
 for index, (dtype, shape) in enumerate(SUMMED_ALONGSIDE):
     inputs = summed_alongside_inputs(seed, index)
     stats = [inputs[k].copy() for k in ("moving_mean", "moving_var")]
     y, mean, invstd = pybn.batch_norm(inputs["data"], inputs["gamma"], inputs["beta"], *stats,
                                       output_mean_var=True, fix_gamma=False)
-    for name, value in dict(y=y, mean=mean, invstd=invstd, moving_mean=stats[0], moving_var=stats[1]).items():
-        results[f"{index}_{name}"] = value
+    dx, dgamma, dbeta = pybn.batch_norm_backward(summed_alongside_dy(seed, index), inputs["data"], inputs["gamma"],
+                                                 mean, invstd, fix_gamma=False)
+    for name, value in dict(y=y, mean=mean, invstd=invstd, moving_mean=stats[0], moving_var=stats[1], dx=dx,
+                            dgamma=dgamma, dbeta=dbeta).items():
+        # 16-bit arrays as their bits (np.savez keeps no bfloat16)
+        results[f"{index}_{name}"] = value.view(np.uint16) if value.dtype.itemsize == 2 else value
 np.savez(sys.argv[1], **results)
 """
 
@@ -114,11 +123,19 @@ def summed_alongside_inputs(seed, index, cases=None):
     """Inputs of case `index` of `cases` (SUMMED_ALONGSIDE by default) from `seed`; each
     element scaled by 10**U(0, 3), so that sums in another order come out in other bits (with
     plain normal data they mostly do not)."""
-    dtype, shape = (cases or SUMMED_ALONGSIDE)[index][:2]
+    dtype_name, shape = (cases or SUMMED_ALONGSIDE)[index][:2]
+    dtype = resolve_dtype(dtype_name)
     rng = np.random.default_rng([seed, index])
     inputs = random_inputs(rng, shape, axis=1, dtype=dtype)
     inputs["data"] = (inputs["data"] * 10.0 ** rng.uniform(0.0, 3.0, shape)).astype(dtype)
     return inputs
+
+
+def summed_alongside_dy(seed, index):
+    """dy for the backward of case `index` of SUMMED_ALONGSIDE, from `seed`."""
+    dtype_name, shape = SUMMED_ALONGSIDE[index]
+    rng = np.random.default_rng([seed, index, 1])
+    return rng.standard_normal(shape).astype(resolve_dtype(dtype_name))
 
 
 @pytest.fixture(scope="module")
@@ -134,9 +151,16 @@ def unstreamed(tmp_path_factory):
 
 
 def _long_runs_interleaved(dtype, shape):
-    """Whether the reduction takes four runs at a time (Forward::interleaved_runs)."""
+    """Whether the reduction takes four runs at a time (Forward::reduction_runs)."""
     run_bytes = shape[2] * np.dtype(dtype).itemsize
-    return 8192 <= run_bytes <= 131072
+    return np.dtype(dtype).itemsize >= 4 and 8192 <= run_bytes <= 131072
+
+
+def _saved(other, key, like):
+    """Array `key` of the unstreamed worker's results, as the dtype of `like` (16-bit types
+    were saved as their bits)."""
+    value = other[key]
+    return value.view(like.dtype) if like.dtype.itemsize == 2 else value
 
 
 # Every channel must come out bit-identical to the same tensor with streaming stores off (above)
@@ -161,7 +185,7 @@ def test_items_summed_while_normalizing_match_other_paths(unstreamed, case):
     assert_close(mean, expected["mean"], what="mean")
     assert_close(invstd, expected["invstd"], what="invstd")
     for name, value in dict(y=y, mean=mean, invstd=invstd, moving_mean=moving_mean, moving_var=moving_var).items():
-        assert_bitwise_equal(value, other[f"{case}_{name}"], what=f"{name} against streaming stores off")
+        assert_bitwise_equal(value, _saved(other, f"{case}_{name}", value), what=f"{name} against streaming stores off")
     if _long_runs_interleaved(dtype, shape):
         return
     channels = shape[1]
@@ -178,6 +202,28 @@ def test_items_summed_while_normalizing_match_other_paths(unstreamed, case):
         assert_bitwise_equal(invstd[pair], invstd_part, what=f"invstd of {what}")
         assert_bitwise_equal(moving_mean[pair], stats[0], what=f"moving_mean of {what}")
         assert_bitwise_equal(moving_var[pair], stats[1], what=f"moving_var of {what}")
+
+
+# The backward of the same tensors, dx at an offset in a line: against the reference, and bit
+# for bit against streaming stores off (each channel summed, then written, by one thread).
+@pytest.mark.parametrize("case", range(len(SUMMED_ALONGSIDE)))
+def test_channels_summed_while_writing_dx_match_unstreamed(unstreamed, case):
+    dtype_name, shape = SUMMED_ALONGSIDE[case]
+    dtype = resolve_dtype(dtype_name)
+    seed, other = unstreamed
+    inputs = summed_alongside_inputs(seed, case)
+    data = inputs["data"]
+    _, mean, invstd = pybn.batch_norm(data, inputs["gamma"], inputs["beta"], inputs["moving_mean"].copy(),
+                                      inputs["moving_var"].copy(), output_mean_var=True, fix_gamma=False)
+    dy = _at_offset(summed_alongside_dy(seed, case), 5)
+    dx = _at_offset(poisoned(shape, dtype), 3)
+    dgamma = np.full(shape[1], np.nan, mean.dtype)
+    dbeta = np.full(shape[1], np.nan, mean.dtype)
+    pybn.batch_norm_backward(dy, data, inputs["gamma"], mean, invstd, fix_gamma=False, dx=dx, dgamma=dgamma,
+                             dbeta=dbeta)
+    assert_gradients_close((dx, dgamma, dbeta), dy, data, inputs["gamma"], mean, invstd, fix_gamma=False)
+    for name, value in dict(dx=dx, dgamma=dgamma, dbeta=dbeta).items():
+        assert_bitwise_equal(value, _saved(other, f"{case}_{name}", value), what=f"{name} against streaming stores off")
 
 
 def _check_training_forward(inputs):
