@@ -163,6 +163,13 @@ def _saved(other, key, like):
     return value.view(like.dtype) if like.dtype.itemsize == 2 else value
 
 
+def _summed_alongside_case(unstreamed, case):
+    """(dtype, shape, seed, the unstreamed worker's results, inputs) of SUMMED_ALONGSIDE[case]."""
+    dtype_name, shape = SUMMED_ALONGSIDE[case]
+    seed, other = unstreamed
+    return resolve_dtype(dtype_name), shape, seed, other, summed_alongside_inputs(seed, case)
+
+
 # Every channel must come out bit-identical to the same tensor with streaming stores off (above)
 # and, where the runs are summed one after another, to the same channels taken two at a time
 # in a tensor small enough to stay in cache (another path again; two, because a tensor of one
@@ -170,10 +177,7 @@ def _saved(other, key, like):
 # time from memory are summed one after another in cache, in other bits.
 @pytest.mark.parametrize("case", range(len(SUMMED_ALONGSIDE)))
 def test_items_summed_while_normalizing_match_other_paths(unstreamed, case):
-    dtype_name, shape = SUMMED_ALONGSIDE[case]
-    dtype = resolve_dtype(dtype_name)
-    seed, other = unstreamed
-    inputs = summed_alongside_inputs(seed, case)
+    dtype, shape, seed, other, inputs = _summed_alongside_case(unstreamed, case)
     data = _at_offset(inputs["data"], 3)
     assert data.nbytes >= 4 << 20  # streamed (kStreamBytes in kernels.inc)
     out = _at_offset(poisoned(shape, dtype), 7)
@@ -208,10 +212,7 @@ def test_items_summed_while_normalizing_match_other_paths(unstreamed, case):
 # for bit against streaming stores off (each channel summed, then written, by one thread).
 @pytest.mark.parametrize("case", range(len(SUMMED_ALONGSIDE)))
 def test_channels_summed_while_writing_dx_match_unstreamed(unstreamed, case):
-    dtype_name, shape = SUMMED_ALONGSIDE[case]
-    dtype = resolve_dtype(dtype_name)
-    seed, other = unstreamed
-    inputs = summed_alongside_inputs(seed, case)
+    dtype, shape, seed, other, inputs = _summed_alongside_case(unstreamed, case)
     data = inputs["data"]
     _, mean, invstd = pybn.batch_norm(data, inputs["gamma"], inputs["beta"], inputs["moving_mean"].copy(),
                                       inputs["moving_var"].copy(), output_mean_var=True, fix_gamma=False)
