@@ -1,4 +1,4 @@
-"""Every CPU SIMD build (baseline, AVX2, AVX-512) against the float64 model.
+"""Every CPU SIMD build (baseline, AVX2, AVX-512, AVX-512 with AVX512_BF16) against the float64 model.
 
 The kernel build is chosen once per process (PYBN_CPU_ISA caps it), so each build runs in a
 subprocess that saves its results; this process checks them against tests/reference.py.
@@ -15,6 +15,10 @@ import pytest
 import pybn
 from conftest import random_inputs
 from reference import assert_close, backward_reference, forward_reference
+
+# The kernel builds, in the order PYBN_CPU_ISA caps them; a processor that cannot run one gets
+# the best it can run below it.
+BUILDS = ("baseline", "avx2", "avx512", "avx512bf16")
 
 CASES = [
     # (shape, axis, dtype)
@@ -151,7 +155,7 @@ def check_against_reference(results, label):
         assert_close(results[f"{index}_dbeta"], dbeta, scale=np.abs(dbeta).max() * 10 + 1, what=f"dbeta, {what}")
 
 
-@pytest.mark.parametrize("isa", ["baseline", "avx2", "avx512"])
+@pytest.mark.parametrize("isa", BUILDS)
 def test_simd_build_matches_reference(isa, tmp_path):
     results = run_build(isa, tmp_path / f"{isa}.npz")
     ran = str(results["isa"])
@@ -163,7 +167,7 @@ def test_simd_build_matches_reference(isa, tmp_path):
 def test_builds_agree_with_each_other(tmp_path):
     """All builds give the same bits: the kernels are compiled without FMA contraction and every
     reduction has the same lane structure whatever the vector width (see CMakeLists.txt)."""
-    runs = {isa: run_build(isa, tmp_path / f"{isa}.npz") for isa in ("baseline", "avx2", "avx512")}
+    runs = {isa: run_build(isa, tmp_path / f"{isa}.npz") for isa in BUILDS}
     distinct = {str(r["isa"]): r for r in runs.values()}
     if len(distinct) < 2:
         pytest.skip(f"only one SIMD build can run here ({sorted(distinct)})")
@@ -227,7 +231,7 @@ def test_blocks_normalized_alongside_do_not_change_results(tmp_path):
     (Forward::normalizes_alongside; (64, 20000) float32 and (64, 512, 7, 7) float64 here):
     the bits of PYBN_CPU_LLC_MB=1000000 (never), on every build and on 1 and 3 threads."""
     apart = run_worker(tmp_path / "apart.npz", PYBN_CPU_LLC_MB="1000000")
-    for isa in ("baseline", "avx2", "avx512"):
+    for isa in BUILDS:
         for threads in ("1", "3"):
             alongside = run_worker(tmp_path / f"{isa}_{threads}.npz", PYBN_CPU_LLC_MB="1", PYBN_CPU_ISA=isa,
                                    OMP_NUM_THREADS=threads)
@@ -248,3 +252,98 @@ def test_smaller_team_than_asked_for_does_not_change_results(tmp_path):
     for name in two.files:
         if name != "isa":
             assert limited[name].tobytes() == two[name].tobytes(), name
+
+
+# bfloat16 results where the avx512bf16 build's vcvtneps2bf16 (which flushes denormal inputs to
+# zero) and the software rounding of the other builds part ways unless that build falls back
+# for them: a channel whose float32 results are denormal (gamma 3e-39, beta 0), one around the
+# smallest normal (gamma 1e-36), one past bfloat16's largest finite value (gamma 1e38); NaN and
+# inf in x. Streamed (4.8 MB) and in cache; NCHW long runs, 7x7 blocks, channel-last, 2-D; the
+# outputs at 0 and 1 element from a line (single vectors and pairs of vectors a line).
+BF16_CASES = [((8, 6, 200, 250), 1), ((4, 12, 33, 9), 1), ((64, 40, 7, 7), 1), ((3, 50, 50, 48), -1),
+              ((256, 100), 1)]
+
+BF16_WORKER = r"""
+import sys, numpy as np, pybn, ml_dtypes
+sys.path.insert(0, sys.argv[2])
+from conftest import random_inputs
+from test_isa import BF16_CASES
+bf16 = np.dtype(ml_dtypes.bfloat16)
+results = {"isa": np.array(pybn.info()["cpu_isa"])}
+for index, (shape, axis) in enumerate(BF16_CASES):
+    inputs = random_inputs(np.random.default_rng(300 + index), shape, axis=axis, dtype=bf16)
+    inputs["gamma"][:3] = [3e-39, 1e-36, 1e38]
+    inputs["beta"][:2] = 0.0
+    flat = inputs["data"].reshape(-1)
+    flat[5] = np.nan
+    flat[flat.size // 2] = np.inf
+    dy = np.random.default_rng(400 + index).standard_normal(shape).astype(bf16)
+    for offset in (0, 1):
+        def output():
+            storage = np.empty(dy.nbytes + 128, np.uint8)
+            start = (-storage.ctypes.data) % 64 + 2 * offset
+            return storage[start:start + dy.nbytes].view(bf16).reshape(shape)
+        y_inference = pybn.batch_norm(inputs["data"], inputs["gamma"], inputs["beta"], inputs["moving_mean"],
+                                      inputs["moving_var"], axis=axis, fix_gamma=False, training=False,
+                                      out=output())
+        y, mean, invstd = pybn.batch_norm(inputs["data"], inputs["gamma"], inputs["beta"],
+                                          inputs["moving_mean"].copy(), inputs["moving_var"].copy(), axis=axis,
+                                          fix_gamma=False, output_mean_var=True, out=output())
+        dx, _, _ = pybn.batch_norm_backward(dy, inputs["data"], inputs["gamma"], mean, invstd, axis=axis,
+                                            fix_gamma=False, dx=output())
+        for name, value in dict(y=y, y_inference=y_inference, dx=dx, mean=mean, invstd=invstd).items():
+            results[f"{index}_{offset}_{name}"] = value
+np.savez(sys.argv[1], **results)
+"""
+
+
+def bf16_values(saved):
+    """An array saved by BF16_WORKER as float64 (np.savez keeps bfloat16 as 2-byte voids)."""
+    import ml_dtypes
+    return (saved.view(ml_dtypes.bfloat16) if saved.dtype.kind == "V" else saved).astype(np.float64)
+
+
+def run_bf16_worker(path, isa):
+    pytest.importorskip("ml_dtypes", reason="bfloat16 arrays need the ml_dtypes package")
+    here = os.path.dirname(os.path.abspath(__file__))
+    subprocess.run([sys.executable, "-c", BF16_WORKER, str(path), here], env=dict(os.environ, PYBN_CPU_ISA=isa),
+                   check=True, cwd=str(path.parent))
+    return np.load(path)
+
+
+def test_bfloat16_rounding_is_the_same_on_every_build(tmp_path):
+    """The builds' bfloat16 outputs, byte for byte (dx: value for value, any NaN for a NaN:
+    its sign and payload come from whichever operation made it), and the denormal channel's
+    results against the float64 model within half a bfloat16 denormal step (2^-134): a build
+    that flushed them to zero fails here even where it is the only one that runs."""
+    import ml_dtypes  # noqa: F401 (run_bf16_worker skips without it)
+    runs = {str(r["isa"]): r for r in (run_bf16_worker(tmp_path / f"{isa}.npz", isa) for isa in BUILDS)}
+    first_isa, first = next(iter(runs.items()))
+    for isa, other in runs.items():
+        for name in first.files:
+            if name == "isa":
+                continue
+            if name.endswith("_dx"):
+                a, b = bf16_values(first[name]), bf16_values(other[name])
+                same = (a == b) | (np.isnan(a) & np.isnan(b))
+                assert same.all(), f"{name}: {first_isa} and {isa} differ at {np.argwhere(~same)[:5].tolist()}"
+            else:
+                assert first[name].tobytes() == other[name].tobytes(), f"{name}: {first_isa} and {isa} differ"
+    for isa, results in runs.items():
+        for index, (shape, axis) in enumerate(BF16_CASES):
+            inputs = random_inputs(np.random.default_rng(300 + index), shape, axis=axis,
+                                   dtype=np.dtype(ml_dtypes.bfloat16))
+            inputs["gamma"][:3] = [3e-39, 1e-36, 1e38]
+            inputs["beta"][:2] = 0.0
+            flat = inputs["data"].reshape(-1)
+            flat[5] = np.nan
+            flat[flat.size // 2] = np.inf
+            expected = forward_reference(**inputs, fix_gamma=False, axis=axis, training=False)["y"]
+            channel0 = (slice(None),) * (axis % len(shape)) + (0,)
+            for offset in (0, 1):
+                actual = bf16_values(results[f"{index}_{offset}_y_inference"])[channel0]
+                want = expected[channel0]
+                finite = np.isfinite(want)
+                assert np.count_nonzero(want[finite]) > 0
+                error = np.abs(actual[finite] - want[finite])
+                assert error.max() <= 2.0 ** -134 * 1.0001, f"{isa} {shape}: denormal outputs off by {error.max()}"

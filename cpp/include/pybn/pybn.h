@@ -159,7 +159,9 @@ PYBN_API int pybn_cpu_num_threads(void);
  * work keeps the cores busy: a team then waits for threads the system has not scheduled
  * (README, "Threads"). PYBN_ERROR_INVALID_VALUE for a negative count. */
 PYBN_API pybn_status pybn_cpu_set_num_threads(int threads);
-/* The SIMD code path the CPU backend picked at load time: "avx512", "avx2" or "baseline". */
+/* The SIMD code path the CPU backend picked at its first use: "avx512bf16" (AVX-512 with
+ * AVX512_BF16), "avx512", "avx2" or "baseline". All give the same results, bit for bit (but
+ * for the sign and payload of a NaN, which come from whichever operation made it). */
 PYBN_API const char *pybn_cpu_isa(void);
 /* Scratch memory of the CPU backend. Each thread that calls pybn keeps the buffer its calls'
  * scratch arrays come from (partial sums, coefficients: a few KB to a few hundred KB for

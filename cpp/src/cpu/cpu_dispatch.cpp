@@ -1,5 +1,6 @@
-// Picks the CPU kernel build for this processor once, at first use: AVX-512 (F, BW, VL, DQ),
-// AVX2 (+FMA, F16C), or the baseline x86-64 / any-architecture build.
+// Picks the CPU kernel build for this processor once, at first use: AVX-512 (F, BW, VL, DQ)
+// with AVX512_BF16, AVX-512, AVX2 (+FMA, F16C), or the baseline x86-64 / any-architecture
+// build. All give the same bits.
 #include <atomic>
 #include <climits>
 #include <cstdlib>
@@ -27,6 +28,9 @@ PYBN_DECLARE_ISA(isa_baseline)
 PYBN_DECLARE_ISA(isa_avx2)
 PYBN_DECLARE_ISA(isa_avx512)
 #endif
+#if defined(PYBN_HAVE_X86_ISAS) && defined(PYBN_HAVE_AVX512BF16_BUILD)
+PYBN_DECLARE_ISA(isa_avx512bf16)
+#endif
 #undef PYBN_DECLARE_ISA
 
 namespace {
@@ -37,18 +41,24 @@ struct CpuKernels {
   void (*backward)(const BackwardPlan &);
 };
 
-// PYBN_CPU_ISA=baseline|avx2|avx512 caps the choice (for tests and comparisons).
+// PYBN_CPU_ISA=baseline|avx2|avx512|avx512bf16 caps the choice (for tests and comparisons).
 CpuKernels pick_kernels() {
   const char *cap = std::getenv("PYBN_CPU_ISA");
-  const bool allow_avx512 = !cap || std::strcmp(cap, "avx512") == 0;
+  const bool allow_avx512bf16 = !cap || std::strcmp(cap, "avx512bf16") == 0;
+  const bool allow_avx512 = allow_avx512bf16 || std::strcmp(cap, "avx512") == 0;
   const bool allow_avx2 = allow_avx512 || std::strcmp(cap, "avx2") == 0;
   (void)allow_avx2;
+  (void)allow_avx512bf16;
 #if defined(PYBN_HAVE_X86_ISAS)
   __builtin_cpu_init();
-  if (allow_avx512 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-      __builtin_cpu_supports("f16c") && __builtin_cpu_supports("fma"))
-    return {"avx512", isa_avx512::forward, isa_avx512::backward};
+  const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+                      __builtin_cpu_supports("f16c") && __builtin_cpu_supports("fma");
+#if defined(PYBN_HAVE_AVX512BF16_BUILD)
+  if (allow_avx512bf16 && avx512 && __builtin_cpu_supports("avx512bf16"))
+    return {"avx512bf16", isa_avx512bf16::forward, isa_avx512bf16::backward};
+#endif
+  if (allow_avx512 && avx512) return {"avx512", isa_avx512::forward, isa_avx512::backward};
   if (allow_avx2 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
     return {"avx2", isa_avx2::forward, isa_avx2::backward};
 #endif
