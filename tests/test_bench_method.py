@@ -114,3 +114,32 @@ def test_cpu_identity_reads_the_first_processor(bench, tmp_path):
     assert ident == "family 6 model 207 stepping 2"
     assert flags == ["avx2", "f16c", "avx512f", "avx512_fp16", "amx_tile"]
     assert bench.cpu_identity(str(tmp_path / "missing")) == (None, None, [])
+
+
+def test_bfloat16_is_an_opt_in_dtype(bench):
+    """--dtypes bfloat16 (not in the default table): ml_dtypes' bfloat16 data, float32
+    parameters as SPEC.md has them for 16-bit data, and the PyTorch bridge through int16."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    import numpy as np
+    assert "bfloat16" not in bench.DTYPES
+    assert bench.parse_args(["--dtypes", "bfloat16"]).dtypes == ["bfloat16"]
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--dtypes", "bfloat8"])
+    phys = bench.make_data((2, 3, 4, 5), "bfloat16", "channels_last", seed=1)
+    assert phys["x"].dtype == np.dtype(ml_dtypes.bfloat16) and phys["x"].shape == (2, 4, 5, 3)
+    assert phys["dy"].dtype == np.dtype(ml_dtypes.bfloat16)
+    for name in ("gamma", "beta", "moving_mean", "moving_var"):
+        assert phys[name].dtype == np.float32 and phys[name].shape == (3,)
+    assert bench.param_dtype("float16") == np.float32 and bench.param_dtype("float64") == np.float64
+
+
+def test_bfloat16_reaches_pytorch_as_the_same_bytes(bench):
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    torch = pytest.importorskip("torch")
+    import numpy as np
+    phys = bench.make_data((2, 3, 4, 5), "bfloat16", "channels_last", seed=1)
+    t = bench.torch_view(torch, phys["x"])
+    assert t.dtype == torch.bfloat16 and t.data_ptr() == phys["x"].ctypes.data
+    back = bench.torch_numpy(torch, t.permute(0, 3, 1, 2))
+    assert back.dtype == np.dtype(ml_dtypes.bfloat16)
+    assert back.tobytes() == phys["x"].transpose(0, 3, 1, 2).tobytes()
