@@ -1,6 +1,6 @@
 // Picks the CPU kernel build for this processor once, at first use: AVX-512 (F, BW, VL, DQ)
 // with AVX512_BF16, AVX-512, AVX2 (+FMA, F16C), or the baseline x86-64 / any-architecture
-// build. All give the same bits.
+// build. All give the same bits (a NaN's sign and payload aside).
 #include <atomic>
 #include <climits>
 #include <cstdlib>
