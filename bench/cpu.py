@@ -69,7 +69,7 @@ def np_dtype(name):
 
 def param_dtype(dtype):
     """gamma, beta and the moving statistics: float32 for 16-bit data (SPEC.md)."""
-    dt = np_dtype(dtype) if isinstance(dtype, str) else np.dtype(dtype)
+    dt = np_dtype(dtype)
     return np.dtype(np.float32) if dt.itemsize == 2 else dt
 
 

@@ -263,14 +263,13 @@ def test_smaller_team_than_asked_for_does_not_change_results(tmp_path):
 BF16_CASES = [((8, 6, 200, 250), 1), ((4, 12, 33, 9), 1), ((64, 40, 7, 7), 1), ((3, 50, 50, 48), -1),
               ((256, 100), 1)]
 
-BF16_WORKER = r"""
-import sys, numpy as np, pybn, ml_dtypes
-sys.path.insert(0, sys.argv[2])
-from conftest import random_inputs
-from test_isa import BF16_CASES
-bf16 = np.dtype(ml_dtypes.bfloat16)
-results = {"isa": np.array(pybn.info()["cpu_isa"])}
-for index, (shape, axis) in enumerate(BF16_CASES):
+
+
+def bf16_inputs(index):
+    """BF16_CASES[index]'s inputs (random_inputs with the channels and values above) and dy."""
+    import ml_dtypes
+    bf16 = np.dtype(ml_dtypes.bfloat16)
+    shape, axis = BF16_CASES[index]
     inputs = random_inputs(np.random.default_rng(300 + index), shape, axis=axis, dtype=bf16)
     inputs["gamma"][:3] = [3e-39, 1e-36, 1e38]
     inputs["beta"][:2] = 0.0
@@ -278,6 +277,17 @@ for index, (shape, axis) in enumerate(BF16_CASES):
     flat[5] = np.nan
     flat[flat.size // 2] = np.inf
     dy = np.random.default_rng(400 + index).standard_normal(shape).astype(bf16)
+    return inputs, dy
+
+
+BF16_WORKER = r"""
+import sys, numpy as np, pybn
+sys.path.insert(0, sys.argv[2])
+from test_isa import BF16_CASES, bf16_inputs
+results = {"isa": np.array(pybn.info()["cpu_isa"])}
+for index, (shape, axis) in enumerate(BF16_CASES):
+    inputs, dy = bf16_inputs(index)
+    bf16 = dy.dtype
     for offset in (0, 1):
         def output():
             storage = np.empty(dy.nbytes + 128, np.uint8)
@@ -316,7 +326,6 @@ def test_bfloat16_rounding_is_the_same_on_every_build(tmp_path):
     its sign and payload come from whichever operation made it), and the denormal channel's
     results against the float64 model within half a bfloat16 denormal step (2^-134): a build
     that flushed them to zero fails here even where it is the only one that runs."""
-    import ml_dtypes  # noqa: F401 (run_bf16_worker skips without it)
     runs = {str(r["isa"]): r for r in (run_bf16_worker(tmp_path / f"{isa}.npz", isa) for isa in BUILDS)}
     first_isa, first = next(iter(runs.items()))
     for isa, other in runs.items():
@@ -329,21 +338,14 @@ def test_bfloat16_rounding_is_the_same_on_every_build(tmp_path):
                 assert same.all(), f"{name}: {first_isa} and {isa} differ at {np.argwhere(~same)[:5].tolist()}"
             else:
                 assert first[name].tobytes() == other[name].tobytes(), f"{name}: {first_isa} and {isa} differ"
-    for isa, results in runs.items():
-        for index, (shape, axis) in enumerate(BF16_CASES):
-            inputs = random_inputs(np.random.default_rng(300 + index), shape, axis=axis,
-                                   dtype=np.dtype(ml_dtypes.bfloat16))
-            inputs["gamma"][:3] = [3e-39, 1e-36, 1e38]
-            inputs["beta"][:2] = 0.0
-            flat = inputs["data"].reshape(-1)
-            flat[5] = np.nan
-            flat[flat.size // 2] = np.inf
-            expected = forward_reference(**inputs, fix_gamma=False, axis=axis, training=False)["y"]
-            channel0 = (slice(None),) * (axis % len(shape)) + (0,)
+    for index, (shape, axis) in enumerate(BF16_CASES):
+        inputs, _ = bf16_inputs(index)
+        channel0 = (slice(None),) * (axis % len(shape)) + (0,)
+        want = forward_reference(**inputs, fix_gamma=False, axis=axis, training=False)["y"][channel0]
+        finite = np.isfinite(want)
+        assert np.count_nonzero(want[finite]) > 0
+        for isa, results in runs.items():
             for offset in (0, 1):
                 actual = bf16_values(results[f"{index}_{offset}_y_inference"])[channel0]
-                want = expected[channel0]
-                finite = np.isfinite(want)
-                assert np.count_nonzero(want[finite]) > 0
                 error = np.abs(actual[finite] - want[finite])
                 assert error.max() <= 2.0 ** -134 * 1.0001, f"{isa} {shape}: denormal outputs off by {error.max()}"
