@@ -4,6 +4,7 @@ of the compute type holds two channels), flat work items that start inside a cha
 from the last channel of one outer index to channel 0 of the next, and outputs over the
 4 MB from which the kernels write with streaming stores."""
 
+import math
 import os
 import subprocess
 import sys
@@ -297,6 +298,16 @@ def test_small_channels_in_items_add(make_inputs, rng, dtype_name, shape, flags)
                            fix_gamma=False, initial=initial, **flags)
 
 
+def _past_line(array, offset):
+    """A copy of `array` starting `offset` elements past a 64-byte line boundary."""
+    itemsize = array.dtype.itemsize
+    storage = np.full(array.size + 2 * 64 // itemsize + offset, np.nan, dtype=array.dtype)
+    start = (-storage.ctypes.data % 64) // itemsize + offset
+    view = storage[start:start + array.size].reshape(array.shape)
+    view[...] = array
+    return view
+
+
 def _at_offset(array, offset):
     """A copy of `array` starting `offset` elements into a fresh buffer (NumPy's own large
     buffers start 16 bytes past a 64-byte boundary; this reaches the other positions)."""
@@ -467,25 +478,41 @@ def _block_positions(dtype):
     return min(8192 // (8 if itemsize == 8 else 4), 4096 // itemsize)
 
 
+def _line_period(channels, inner, dtype):
+    """LineGrid's period in kernels.inc: the fewest channels whose positions fill whole 64-byte
+    lines, where a row is a whole number of lines (else 0)."""
+    channel_bytes = inner * np.dtype(dtype).itemsize
+    return 0 if channels * channel_bytes % 64 else 64 // math.gcd(channel_bytes, 64)
+
+
 def _row_blocks(channels, inner, dtype):
-    """(blocks, channels per block) of the row layout (RowLayout in kernels.inc), forward and
-    backward alike: blocks of at most _block_positions(dtype) positions, their count rounded up
-    to a multiple of 4, the channels spread evenly over them."""
+    """(planned blocks, channels per block) of the row layout (RowLayout in kernels.inc), forward
+    and backward alike: blocks of at most _block_positions(dtype) positions, their count rounded
+    up to a multiple of 4, the channels spread evenly over them; then, where rows are a whole
+    number of lines, the block width fitted to whole periods of the line grid (rounded up while
+    no wider than the widest block, else down). Where the output lies can add one block (a short
+    first one), not counted here."""
     positions = _block_positions(dtype)
     widest = max(1, min(channels, positions // inner))
     blocks = -(-channels // widest)
     if blocks > 1:
         blocks = -(-blocks // 4) * 4
     per_block = -(-channels // blocks)
+    period = _line_period(channels, inner, dtype)
+    if blocks > 1 and period > 1:
+        up = -(-per_block // period) * period
+        fitted = up if up <= widest else per_block // period * period
+        per_block = fitted or per_block
     return -(-channels // per_block), per_block
 
 
-# Row layout with enough channel blocks (their count a multiple of 4) for a thread to own a
-# block: statistics, then normalization from cache. For 16-bit types (64, 20000): 12 blocks of
-# 1667 2-D channels, the last shorter; (40, 6000, 3): 12 blocks of 500 channels of 3;
-# (16, 400, 7, 7): 12 blocks of 34 7x7 maps (inner >= the vector width: fused while a block's
-# rows fit in half the L2, here at most 213 KB); float32's blocks are half as wide (20 or
-# more), float64's a quarter (40 or more).
+# Row layout with enough channel blocks for a thread to own a block: statistics, then
+# normalization from cache. For 16-bit types (64, 20000): 12 blocks of 1667 2-D channels, the
+# last shorter; (40, 6000, 3): 12 blocks of 500 channels of 3; (16, 400, 7, 7): 12 blocks of 34
+# 7x7 maps (inner >= the vector width: fused while a block's rows fit in half the L2, here at
+# most 213 KB). float32's blocks are about half as wide, float64's a quarter, fitted to whole
+# lines where rows are (float32: 20 blocks of 1008 and of 304 channels, 25 of 16 maps;
+# float64: 40, 36 and 50 blocks).
 @pytest.mark.parametrize("shape", [(64, 20000), (40, 6000, 3), (16, 400, 7, 7)])
 @pytest.mark.parametrize("dtype_name", DTYPE_NAMES)
 def test_row_layout_fused_blocks(make_inputs, rng, dtype_name, shape):
@@ -498,10 +525,11 @@ def test_row_layout_fused_blocks(make_inputs, rng, dtype_name, shape):
 # Streamed row-layout tensors in blocks a thread owns, whose rows are a whole number of 64-byte
 # lines: with PYBN_CPU_LLC_MB=1 (every tensor larger than the last-level cache) a thread
 # normalizes each block while it sums the next (Forward::normalizes_alongside), with
-# PYBN_CPU_LLC_MB=1000000 never. (dtype, shape, output offset in elements): 7x7 maps in 27-28
-# blocks of 19 channels, the last of 15 in (64, 528, 7, 7); 10 float64 7x7 maps a block;
-# 14x14 maps in 205 blocks; 256 rows of 4 channels of 14x14 a block, two chunks of rows each
-# (RowLayout::rows_per_chunk 167); outputs starting at other places in a line.
+# PYBN_CPU_LLC_MB=1000000 never. (dtype, shape, offset in elements of x and the output): 7x7
+# maps in 32-33 blocks of 16 channels (whole lines); 8 float64 7x7 maps a block; 14x14 maps in
+# 256 blocks of 4; 256 rows of 4 channels of 14x14 a block, two chunks of rows each
+# (RowLayout::rows_per_chunk 167); x and the output starting at other places in a line, where
+# the first block is shorter (RowLayout::shift) so that the others start on lines.
 ROW_BLOCKS_ALONGSIDE = [("float32", (64, 512, 7, 7), 0), ("float32", (64, 528, 7, 7), 5),
                         ("float64", (32, 1024, 7, 7), 3), ("float32", (24, 1024, 14, 14), 13),
                         ("float32", (256, 64, 14, 14), 2)]
@@ -510,13 +538,13 @@ ALONGSIDE_WORKER = r"""
 import sys, numpy as np, pybn
 sys.path.insert(0, sys.argv[2])
 from conftest import poisoned
-from test_kernel_paths import ROW_BLOCKS_ALONGSIDE, _at_offset, summed_alongside_inputs
+from test_kernel_paths import ROW_BLOCKS_ALONGSIDE, _past_line, summed_alongside_inputs
 seed, results = int(sys.argv[3]), {}
 for index, (dtype, shape, offset) in enumerate(ROW_BLOCKS_ALONGSIDE):
     inputs = summed_alongside_inputs(seed, index, ROW_BLOCKS_ALONGSIDE)
     stats = [inputs[k].copy() for k in ("moving_mean", "moving_var")]
-    out = _at_offset(poisoned(shape, inputs["data"].dtype), offset)
-    y, mean, invstd = pybn.batch_norm(inputs["data"], inputs["gamma"], inputs["beta"], *stats, out=out,
+    data, out = _past_line(inputs["data"], offset), _past_line(poisoned(shape, inputs["data"].dtype), offset)
+    y, mean, invstd = pybn.batch_norm(data, inputs["gamma"], inputs["beta"], *stats, out=out,
                                       output_mean_var=True, fix_gamma=False)
     for name, value in dict(y=y, mean=mean, invstd=invstd, moving_mean=stats[0], moving_var=stats[1]).items():
         results[f"{index}_{name}"] = value
@@ -588,6 +616,51 @@ def test_row_layout_four_blocks(make_inputs, rng, dtype_name, inner):
     assert _row_blocks(channels, inner, dtype)[0] == 4
     inputs = make_inputs(shape, axis=1, dtype=dtype)
     _check_training_and_backward(inputs, rng)
+
+
+# Row-layout blocks fitted to the output's lines (LineGrid, RowLayout::shift in kernels.inc):
+# rows of whole lines, blocks of whole line periods, and where x (and dy) start at the same
+# place in a line as the output, the first block shorter so that every other block's row
+# pieces start on a line. Where the buffers start moves the blocks' boundaries, never a bit:
+# x, dy, y and dx at each offset together (the shift differs), and x elsewhere than y (no
+# shift), against offset 0 (on a line), which is checked against the float64 reference. (16, 96, 7, 7): 6
+# blocks of 16 float32 maps, 3 of 32 float16, 12 of 8 float64; 14x14 maps 4 to a block (float32,
+# whose channel boundaries fall on lines where the buffers start a multiple of 16 bytes past
+# one), in 40 rows (fewer go by long runs); 2-D rows of 300 (the column strips take fewer): 4
+# blocks of 528 channels (16-bit types: 544), float64 of 264.
+@pytest.mark.parametrize("dtype_name", DTYPE_NAMES)
+@pytest.mark.parametrize("shape", [(16, 96, 7, 7), (40, 64, 14, 14), (300, 0)])
+def test_row_blocks_on_output_lines(make_inputs, rng, dtype_name, shape):
+    dtype = resolve_dtype(dtype_name)
+    if shape[1] == 0:
+        shape = (300, 1056 if dtype.itemsize == 8 else 2112)
+    inner = int(np.prod(shape[2:]))
+    blocks, per_block = _row_blocks(shape[1], inner, dtype)
+    period = _line_period(shape[1], inner, dtype)
+    assert blocks > 1 and period > 1 and per_block % period == 0
+    assert np.prod(shape) * dtype.itemsize < 4 << 20  # in cache: the fused path, blocks a thread owns
+    inputs = make_inputs(shape, axis=1, dtype=dtype)
+    dy0 = rng.standard_normal(shape).astype(dtype)
+    results = {}
+    for x_at, y_at in ((0, 0), (1, 1), (4, 4), (8, 8), (13, 13), (5, 0)):
+        data, dy = _past_line(inputs["data"], x_at), _past_line(dy0, x_at)
+        moving = inputs["moving_mean"].copy(), inputs["moving_var"].copy()
+        y, mean, invstd = pybn.batch_norm(data, inputs["gamma"], inputs["beta"], *moving,
+                                          out=_past_line(poisoned(shape, dtype), y_at),
+                                          output_mean_var=True, fix_gamma=False)
+        dx = _past_line(poisoned(shape, dtype), y_at)
+        _, dgamma, dbeta = pybn.batch_norm_backward(dy, data, inputs["gamma"], mean, invstd,
+                                                    fix_gamma=False, dx=dx)
+        results[x_at, y_at] = dict(y=y, mean=mean, invstd=invstd, dx=dx, dgamma=dgamma, dbeta=dbeta)
+    base = results[0, 0]
+    expected = forward_reference(**inputs, fix_gamma=False, training=True)
+    for name in ("y", "mean", "invstd"):
+        assert_close(base[name], expected[name], what=name)
+    assert_gradients_close((base["dx"], base["dgamma"], base["dbeta"]), dy0, inputs["data"],
+                           inputs["gamma"], base["mean"], base["invstd"], fix_gamma=False)
+    for key, got in results.items():
+        for name, value in got.items():
+            assert_bitwise_equal(value, base[name], what=f"{name}, x and dy at {key[0]}, y and dx at {key[1]}")
 
 
 # Per-channel work (statistics to coefficients, the (C,) outputs, moving statistics, dgamma and
