@@ -4,8 +4,10 @@
 // pybn's row layout sees an (N, C, HW) tensor as N rows of C * HW contiguous positions and
 // cuts each row into blocks of adjacent channels, about 4 KB of every row (block_positions:
 // 1024 float32, 512 float64, 2048 float16 positions at most, whole channels, block counts a
-// multiple of 4). A thread owns a range of blocks; for each it sums the block's N row pieces
-// from memory (the statistics), then normalizes them from L2 with streaming stores. In tensors
+// multiple of 4, then fitted to whole 64-byte lines where rows are: 16 float32 7x7 maps). A
+// thread owns a range of blocks (and takes the other's last ones once its own are done); for
+// each it sums the block's N row pieces from memory (the statistics), then normalizes them
+// from L2 with streaming stores. In tensors
 // larger than the last-level cache it sums block b + 1 while it normalizes block b
 // (Forward::normalizes_alongside). This program times, round after round in a fresh order, on
 // the same buffers (two threads each):
@@ -38,6 +40,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
+#include <numeric>
 #include <string>
 #include <vector>
 
@@ -57,6 +60,15 @@ struct Blocks {
     count = (C + widest - 1) / widest;
     if (count > 1) count = (count + kBlockMultiple - 1) / kBlockMultiple * kBlockMultiple;
     channels = std::max<int64_t>(1, (C + count - 1) / count);
+    // Fitted to whole lines where rows are (LineGrid in kernels.inc; these buffers start on
+    // lines, so no block is shifted): a whole number of the fewest channels that fill lines.
+    const int64_t channel_bytes = inner * itemsize;
+    if (count > 1 && C * channel_bytes % 64 == 0) {
+      const int64_t period = 64 / std::gcd<int64_t>(channel_bytes, 64);
+      const int64_t up = (channels + period - 1) / period * period;
+      const int64_t fitted = up <= widest ? up : channels / period * period;
+      if (period > 1 && fitted > 0) channels = fitted;
+    }
     count = (C + channels - 1) / channels;
   }
 };

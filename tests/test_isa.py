@@ -54,7 +54,7 @@ CASES = [
                                            # per thread) row groups spread over the threads
     ((64, 400, 7, 7), 1, "float16"),       # 16-bit short inner, 12 blocks of 213 KB: a
                                            # thread owns a block
-    ((280, 400, 7, 7), 1, "float32"),      # 20 blocks of over 1 MiB: two passes, the second
+    ((350, 400, 7, 7), 1, "float32"),      # 25 blocks of over 1 MiB: two passes, the second
                                            # in memory order (write_channel_runs)
     ((4, 64, 24, 24), 1, "float16"),       # long runs, 4 adjacent channels per work item
     ((512, 1024), 1, "float32"),           # 2-D: per-position coefficients set by all threads
@@ -62,7 +62,7 @@ CASES = [
     ((40, 6000, 3), 1, "float16"),         # inner 3, 12 blocks: a thread owns a block
     ((160, 1251), 1, "float64"),           # 2-D, 4 blocks, the last shorter: owned on 1 or 2
                                            # threads, row groups over the threads on 3
-    ((64, 512, 7, 7), 1, "float64"),       # streamed, 52 blocks of 250 KB, rows of whole lines:
+    ((64, 512, 7, 7), 1, "float64"),       # streamed, 64 blocks of 200 KB, rows of whole lines:
                                            # normalized alongside the next block's statistics
                                            # where the tensor counts as larger than the
                                            # last-level cache (PYBN_CPU_LLC_MB, below)
