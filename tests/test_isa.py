@@ -64,8 +64,7 @@ CASES = [
                                            # threads, row groups over the threads on 3
     ((64, 512, 7, 7), 1, "float64"),       # streamed, 64 blocks of 200 KB, rows of whole lines:
                                            # normalized alongside the next block's statistics
-                                           # where the tensor counts as larger than the
-                                           # last-level cache (PYBN_CPU_LLC_MB, below)
+                                           # (the test of PYBN_CPU_LLC_MB, below)
     ((80, 700, 3), 1, "float16"),          # inner 3, 4 blocks: the same
     ((16, 8, 80, 80), 1, "float64"),       # 800 KB channels: shared by two threads on 2,
                                            # owned by one on 1 and 3 (shared_channels)
@@ -226,11 +225,12 @@ def test_threads_giving_up_on_each_other_does_not_change_results(tmp_path):
 
 
 def test_blocks_normalized_alongside_do_not_change_results(tmp_path):
-    """PYBN_CPU_LLC_MB=1 makes every streamed tensor larger than the last-level cache, so a
-    thread owning row-layout blocks normalizes each while it sums the next
-    (Forward::normalizes_alongside; (64, 20000) float32 and (64, 512, 7, 7) float64 here):
-    the bits of PYBN_CPU_LLC_MB=1000000 (never), on every build and on 1 and 3 threads."""
-    apart = run_worker(tmp_path / "apart.npz", PYBN_CPU_LLC_MB="1000000")
+    """A thread owning streamed row-layout blocks normalizes each while it sums the next
+    (Forward::normalizes_alongside): maps always ((64, 512, 7, 7) float64 here), 2-D rows
+    ((64, 20000) float32) where the tensor is larger than the last-level cache, as every
+    streamed one is with PYBN_CPU_LLC_MB=1. The bits of a run with nothing streamed
+    (PYBN_CPU_STREAM_STORES=0: never alongside), on every build and on 1 and 3 threads."""
+    apart = run_worker(tmp_path / "apart.npz", PYBN_CPU_STREAM_STORES="0")
     for isa in BUILDS:
         for threads in ("1", "3"):
             alongside = run_worker(tmp_path / f"{isa}_{threads}.npz", PYBN_CPU_LLC_MB="1", PYBN_CPU_ISA=isa,

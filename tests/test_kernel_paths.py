@@ -523,9 +523,9 @@ def test_row_layout_fused_blocks(make_inputs, rng, dtype_name, shape):
 
 
 # Streamed row-layout tensors in blocks a thread owns, whose rows are a whole number of 64-byte
-# lines: with PYBN_CPU_LLC_MB=1 (every tensor larger than the last-level cache) a thread
-# normalizes each block while it sums the next (Forward::normalizes_alongside), with
-# PYBN_CPU_LLC_MB=1000000 never. (dtype, shape, offset in elements of x and the output): 7x7
+# lines: a thread normalizes each block while it sums the next (Forward::normalizes_alongside;
+# maps always, 2-D rows with PYBN_CPU_LLC_MB=1, every tensor then larger than the last-level
+# cache), which it never does with PYBN_CPU_STREAM_STORES=0 (nothing streamed): the same bits. (dtype, shape, offset in elements of x and the output): 7x7
 # maps in 32-33 blocks of 16 channels (whole lines); 8 float64 7x7 maps a block; 14x14 maps in
 # 256 blocks of 4; 256 rows of 4 channels of 14x14 a block, two chunks of rows each
 # (RowLayout::rows_per_chunk 167); x and the output starting at other places in a line, where
@@ -554,16 +554,15 @@ np.savez(sys.argv[1], **results)
 
 @pytest.fixture(scope="module")
 def row_blocks_alongside(tmp_path_factory):
-    """(seed, {llc_mb: ALONGSIDE_WORKER's results}) for the cache sizes 1 and 1000000 MB."""
+    """(seed, {"alongside" and "apart": ALONGSIDE_WORKER's results}), apart: nothing streamed."""
     seed = int(np.random.SeedSequence().entropy % (1 << 63))
     here = os.path.dirname(os.path.abspath(__file__))
     results = {}
-    for llc_mb in ("1", "1000000"):
-        path = tmp_path_factory.mktemp(f"llc_{llc_mb}") / "results.npz"
-        env = dict(os.environ, PYBN_CPU_LLC_MB=llc_mb)
-        subprocess.run([sys.executable, "-c", ALONGSIDE_WORKER, str(path), here, str(seed)], env=env, check=True,
-                       cwd=str(path.parent))
-        results[llc_mb] = np.load(path)
+    for name, setting in (("alongside", dict(PYBN_CPU_LLC_MB="1")), ("apart", dict(PYBN_CPU_STREAM_STORES="0"))):
+        path = tmp_path_factory.mktemp(name) / "results.npz"
+        subprocess.run([sys.executable, "-c", ALONGSIDE_WORKER, str(path), here, str(seed)],
+                       env=dict(os.environ, **setting), check=True, cwd=str(path.parent))
+        results[name] = np.load(path)
     return seed, results
 
 
@@ -577,7 +576,7 @@ def test_row_blocks_normalized_alongside(row_blocks_alongside, case):
     assert blocks >= 8 and shape[0] * per_block * int(np.prod(shape[2:])) * dtype.itemsize <= 1 << 20  # fused
     seed, results = row_blocks_alongside
     inputs = summed_alongside_inputs(seed, case, ROW_BLOCKS_ALONGSIDE)
-    alongside, apart = results["1"], results["1000000"]
+    alongside, apart = results["alongside"], results["apart"]
     expected = forward_reference(**inputs, fix_gamma=False, training=True)
     assert_close(alongside[f"{case}_y"], expected["y"], what="y")
     assert_close(alongside[f"{case}_mean"], expected["mean"], what="mean")
