@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import pybn
-from conftest import random_inputs
+from conftest import load_and_unlink, random_inputs
 from reference import assert_close, backward_reference, forward_reference
 
 # The kernel builds, in the order PYBN_CPU_ISA caps them; a processor that cannot run one gets
@@ -128,7 +128,7 @@ def run_worker(path, **environment):
     here = os.path.dirname(os.path.abspath(__file__))
     env = dict(os.environ, **environment)
     subprocess.run([sys.executable, "-c", WORKER, str(path), here], env=env, check=True, cwd=str(path.parent))
-    return np.load(path)
+    return load_and_unlink(path)
 
 
 def run_build(isa, path):
@@ -318,7 +318,7 @@ def run_bf16_worker(path, isa):
     here = os.path.dirname(os.path.abspath(__file__))
     subprocess.run([sys.executable, "-c", BF16_WORKER, str(path), here], env=dict(os.environ, PYBN_CPU_ISA=isa),
                    check=True, cwd=str(path.parent))
-    return np.load(path)
+    return load_and_unlink(path)
 
 
 def test_bfloat16_rounding_is_the_same_on_every_build(tmp_path):

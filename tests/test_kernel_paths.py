@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 import pybn
-from conftest import DTYPE_NAMES, assert_bitwise_equal, poisoned, random_inputs, resolve_dtype
+from conftest import (DTYPE_NAMES, assert_bitwise_equal, load_and_unlink, poisoned, random_inputs,
+                      resolve_dtype)
 from reference import assert_close, assert_gradients_close, forward_reference
 
 
@@ -148,7 +149,7 @@ def unstreamed(tmp_path_factory):
     env = dict(os.environ, PYBN_CPU_STREAM_STORES="0")
     subprocess.run([sys.executable, "-c", UNSTREAMED_WORKER, str(path), here, str(seed)], env=env, check=True,
                    cwd=str(path.parent))
-    return seed, np.load(path)
+    return seed, load_and_unlink(path)
 
 
 def _long_runs_interleaved(dtype, shape):
@@ -562,7 +563,7 @@ def row_blocks_alongside(tmp_path_factory):
         path = tmp_path_factory.mktemp(name) / "results.npz"
         subprocess.run([sys.executable, "-c", ALONGSIDE_WORKER, str(path), here, str(seed)],
                        env=dict(os.environ, **setting), check=True, cwd=str(path.parent))
-        results[name] = np.load(path)
+        results[name] = load_and_unlink(path)
     return seed, results
 
 
