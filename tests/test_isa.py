@@ -225,8 +225,8 @@ def test_threads_giving_up_on_each_other_does_not_change_results(tmp_path):
 
 
 def test_blocks_normalized_alongside_do_not_change_results(tmp_path):
-    """A thread owning streamed row-layout blocks normalizes each while it sums the next
-    (Forward::normalizes_alongside): maps always ((64, 512, 7, 7) float64 here), 2-D rows
+    """A thread owning streamed row-layout blocks normalizes each (writes its dx) while it sums
+    the next (Forward::normalizes_alongside, Backward::writes_alongside): maps always ((64, 512, 7, 7) float64 here), 2-D rows
     ((64, 20000) float32) where the tensor is larger than the last-level cache, as every
     streamed one is with PYBN_CPU_LLC_MB=1. The bits of a run with nothing streamed
     (PYBN_CPU_STREAM_STORES=0: never alongside), on every build and on 1 and 3 threads."""

@@ -524,9 +524,10 @@ def test_row_layout_fused_blocks(make_inputs, rng, dtype_name, shape):
 
 
 # Streamed row-layout tensors in blocks a thread owns, whose rows are a whole number of 64-byte
-# lines: a thread normalizes each block while it sums the next (Forward::normalizes_alongside;
-# maps always, 2-D rows with PYBN_CPU_LLC_MB=1, every tensor then larger than the last-level
-# cache), which it never does with PYBN_CPU_STREAM_STORES=0 (nothing streamed): the same bits. (dtype, shape, offset in elements of x and the output): 7x7
+# lines: a thread normalizes each block (or writes its dx) while it sums the next
+# (Forward::normalizes_alongside, Backward::writes_alongside; maps always, 2-D rows with
+# PYBN_CPU_LLC_MB=1, every tensor then larger than the last-level cache), which it never does
+# with PYBN_CPU_STREAM_STORES=0 (nothing streamed): the same bits. (dtype, shape, offset in elements of x and the output): 7x7
 # maps in 32-33 blocks of 16 channels (whole lines); 8 float64 7x7 maps a block; 14x14 maps in
 # 256 blocks of 4; 256 rows of 4 channels of 14x14 a block, two chunks of rows each
 # (RowLayout::rows_per_chunk 167); x and the output starting at other places in a line, where
@@ -535,11 +536,17 @@ ROW_BLOCKS_ALONGSIDE = [("float32", (64, 512, 7, 7), 0), ("float32", (64, 528, 7
                         ("float64", (32, 1024, 7, 7), 3), ("float32", (24, 1024, 14, 14), 13),
                         ("float32", (256, 64, 14, 14), 2)]
 
+def row_blocks_dy(seed, index):
+    """dy for the backward of case `index` of ROW_BLOCKS_ALONGSIDE, from `seed`."""
+    dtype_name, shape, _ = ROW_BLOCKS_ALONGSIDE[index]
+    return np.random.default_rng([seed, index, 2]).standard_normal(shape).astype(resolve_dtype(dtype_name))
+
+
 ALONGSIDE_WORKER = r"""
 import sys, numpy as np, pybn
 sys.path.insert(0, sys.argv[2])
 from conftest import poisoned
-from test_kernel_paths import ROW_BLOCKS_ALONGSIDE, _past_line, summed_alongside_inputs
+from test_kernel_paths import ROW_BLOCKS_ALONGSIDE, _past_line, row_blocks_dy, summed_alongside_inputs
 seed, results = int(sys.argv[3]), {}
 for index, (dtype, shape, offset) in enumerate(ROW_BLOCKS_ALONGSIDE):
     inputs = summed_alongside_inputs(seed, index, ROW_BLOCKS_ALONGSIDE)
@@ -547,7 +554,10 @@ for index, (dtype, shape, offset) in enumerate(ROW_BLOCKS_ALONGSIDE):
     data, out = _past_line(inputs["data"], offset), _past_line(poisoned(shape, inputs["data"].dtype), offset)
     y, mean, invstd = pybn.batch_norm(data, inputs["gamma"], inputs["beta"], *stats, out=out,
                                       output_mean_var=True, fix_gamma=False)
-    for name, value in dict(y=y, mean=mean, invstd=invstd, moving_mean=stats[0], moving_var=stats[1]).items():
+    dy, dx = _past_line(row_blocks_dy(seed, index), offset), _past_line(poisoned(shape, data.dtype), offset)
+    _, dgamma, dbeta = pybn.batch_norm_backward(dy, data, inputs["gamma"], mean, invstd, fix_gamma=False, dx=dx)
+    for name, value in dict(y=y, mean=mean, invstd=invstd, moving_mean=stats[0], moving_var=stats[1], dx=dx,
+                            dgamma=dgamma, dbeta=dbeta).items():
         results[f"{index}_{name}"] = value
 np.savez(sys.argv[1], **results)
 """
@@ -582,7 +592,10 @@ def test_row_blocks_normalized_alongside(row_blocks_alongside, case):
     assert_close(alongside[f"{case}_y"], expected["y"], what="y")
     assert_close(alongside[f"{case}_mean"], expected["mean"], what="mean")
     assert_close(alongside[f"{case}_invstd"], expected["invstd"], what="invstd")
-    for name in ("y", "mean", "invstd", "moving_mean", "moving_var"):
+    grads = tuple(alongside[f"{case}_{name}"] for name in ("dx", "dgamma", "dbeta"))
+    assert_gradients_close(grads, row_blocks_dy(seed, case), inputs["data"], inputs["gamma"],
+                           alongside[f"{case}_mean"], alongside[f"{case}_invstd"], fix_gamma=False)
+    for name in ("y", "mean", "invstd", "moving_mean", "moving_var", "dx", "dgamma", "dbeta"):
         assert_bitwise_equal(alongside[f"{case}_{name}"], apart[f"{case}_{name}"],
                              what=f"{name}, block by block against alongside")
 
