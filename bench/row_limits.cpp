@@ -7,23 +7,25 @@
 // multiple of 4, then fitted to whole 64-byte lines where rows are: 16 float32 7x7 maps). A
 // thread owns a range of blocks (and takes the other's last ones once its own are done); for
 // each it sums the block's N row pieces from memory (the statistics), then normalizes them
-// from L2 with streaming stores. In tensors
-// larger than the last-level cache it sums block b + 1 while it normalizes block b
-// (Forward::normalizes_alongside). This program times, round after round in a fresh order, on
-// the same buffers (two threads each):
+// from L2 with streaming stores; for 4- and 8-byte maps it sums block b + 1 while it
+// normalizes block b (Forward::normalizes_alongside). This program times, round after round
+// in a fresh order, on the same buffers (two threads each):
 //   copy         a streaming copy of x into y in memory order (loads prefetched 4 KB ahead);
 //   read         a read of x in memory order (the statistics' traffic alone);
 //   phases       the fused pattern, memory traffic only: per block, a float32 sum of its row
 //                pieces (the next row's piece prefetched into L2), then each piece streamed
 //                out scaled (one multiplication a vector, whatever the dtype);
 //   interleaved  the same, but row by row: block b + 1's piece summed, then block b's written;
-//   arith        (float32 only) phases with pybn's float32 arithmetic: per position, sums of
-//                x - origin and of its square in L1 arrays, four rows a sweep, then
-//                y = (x - mean) * scale + shift from per-position arrays;
+//   arith        (float32 and float16) phases with pybn's arithmetic: per position, sums of
+//                x - origin and of its square in L1 arrays, four rows a sweep (the next
+//                sweep's rows prefetched a line at a time), then y = (x - mean) * scale +
+//                shift from per-position arrays; float16 widened to float32 and narrowed back;
+//   alongside    (float32 and float16) the same arithmetic with block b's rows normalized
+//                line by line inside the sweeps of block b + 1's sums, as pybn's alongside loop;
 //   pybn         pybn_forward (training, through the C ABI) on the same x and y.
 // phases / copy is what the pattern costs over a copy on this machine, arith / phases what its
-// arithmetic adds, pybn / arith the rest of pybn (pivot rows, float64 flushes and moments,
-// per-channel work, coefficient arrays, the end-of-call barrier).
+// arithmetic adds, pybn / arith and pybn / alongside the rest of pybn (pivot rows, float64
+// flushes and moments, per-channel work, coefficient arrays, the end-of-call barrier).
 //
 // x86-64 with AVX-512 only. From the repository root, with pybn installed:
 //   lib=$(python -c "import os, pybn; print(os.path.dirname(pybn.__file__))")
@@ -105,57 +107,117 @@ struct Geometry {
 
 volatile float sink = 0.0f;
 
-// The phases pattern with pybn's float32 arithmetic (add_rows_terms and normalize_block_rows
-// in their simplest form: no pivot pass, no float64 flushes, fixed origins and coefficients;
-// rows summed four at a time, a remainder of fewer than four rows left out).
-void row_arithmetic(const Geometry &g, const char *x, char *y) {
-  constexpr int64_t kPositions = kBlockRowBytes / 4, kSweep = 4, kFlush = 32;
-#pragma omp parallel num_threads(2)
-  {
-    const int t = omp_get_thread_num();
-    const int64_t b0 = g.blocks * t / 2, b1 = g.blocks * (t + 1) / 2;
-    alignas(64) float a[kPositions], b[kPositions], origin[kPositions], mean[kPositions], scale[kPositions],
-        shift[kPositions];
+// pybn's arithmetic for the row layout in its simplest form (add_rows_terms with CenteredTerms,
+// normalize_block_rows; no pivot pass, no float64 flushes, fixed origins and coefficients),
+// per element type. sum(): rows k < R of a sweep at byte i past `first` add x - origin and
+// its square to the per-position partial sums (loaded and stored once for the R rows; taken
+// as zeros when fresh). write_line(): the 64-byte line at byte i of R rows,
+// y = (x - mean) * scale + shift, streamed.
+
+// (x - mean) * scale + shift of the 16 elements at p, A's load widening them to float32.
+template <class A> __m512 normalized(const char *p, const float *m, const float *s, const float *h) {
+  return _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(A::load(p), _mm512_load_ps(m)), _mm512_load_ps(s)), _mm512_load_ps(h));
+}
+struct Float32Arith {
+  static constexpr int64_t kItem = 4, kSumBytes = 64;  // bytes summed per step
+  static __m512 load(const char *p) { return _mm512_load_ps(reinterpret_cast<const float *>(p)); }
+  static void stream_line(char *p, const char *in, const float *m, const float *s, const float *h) {
+    _mm512_stream_ps(reinterpret_cast<float *>(p), normalized<Float32Arith>(in, m, s, h));
+  }
+};
+
+// (Zero-masked forms with every lane set: the plain instructions, without GCC 12's false
+// "may be used uninitialized" warnings from the intrinsics' undefined sources.)
+struct Float16Arith {  // widened to float32 for the arithmetic, narrowed back two vectors a line
+  static constexpr int64_t kItem = 2, kSumBytes = 32;
+  static __m512 load(const char *p) {
+    return _mm512_maskz_cvtph_ps(__mmask16(0xffff), _mm256_load_si256(reinterpret_cast<const __m256i *>(p)));
+  }
+  static void stream_line(char *p, const char *in, const float *m, const float *s, const float *h) {
+    const __m256i lo =
+        _mm512_maskz_cvtps_ph(__mmask16(0xffff), normalized<Float16Arith>(in, m, s, h), _MM_FROUND_TO_NEAREST_INT);
+    const __m256i hi = _mm512_maskz_cvtps_ph(__mmask16(0xffff), normalized<Float16Arith>(in + 32, m + 16, s + 16, h + 16),
+                                             _MM_FROUND_TO_NEAREST_INT);
+    typedef long long Quarter __attribute__((vector_size(32)));  // the two halves joined by one shuffle
+    _mm512_stream_si512(reinterpret_cast<__m512i *>(p), (__m512i)__builtin_shufflevector((Quarter)lo, (Quarter)hi, 0, 1, 2,
+                                                                                           3, 4, 5, 6, 7));
+  }
+};
+
+template <class A, int R> struct ArithRows {
+  static constexpr int64_t kPositions = kBlockRowBytes / A::kItem;
+  alignas(64) float a[kPositions], b[kPositions], origin[kPositions], mean[kPositions], scale[kPositions],
+      shift[kPositions];
+  ArithRows() {
     for (int64_t q = 0; q < kPositions; ++q) {
       origin[q] = mean[q] = 0.5f;
       scale[q] = 1.1f;
       shift[q] = 0.1f;
     }
-    int64_t first, last, next_first, next_last;
-    for (int64_t block = b0; block < b1; ++block) {
-      for (int64_t r = 0; r + kSweep <= g.rows; r += kSweep) {
-        for (int k = 0; k < kSweep && r + kSweep + k < g.rows; ++k) {
-          g.piece(r + kSweep + k, block, next_first, next_last);
-          prefetch_piece(x, next_first, next_last);
-        }
-        g.piece(r, block, first, last);
-        for (int64_t i = 0; i < last - first; i += 64) {
-          const int64_t q = i / 4;
-          const bool fresh = r % kFlush == 0;
-          __m512 va = fresh ? _mm512_setzero_ps() : _mm512_load_ps(a + q);
-          __m512 vb = fresh ? _mm512_setzero_ps() : _mm512_load_ps(b + q);
-          const __m512 o = _mm512_load_ps(origin + q);
-          for (int k = 0; k < kSweep; ++k) {
-            const __m512 d = _mm512_sub_ps(_mm512_load_ps(x + first + k * g.row_bytes + i), o);
-            va = _mm512_add_ps(va, d);
-            vb = _mm512_add_ps(vb, _mm512_mul_ps(d, d));
-          }
-          _mm512_store_ps(a + q, va);
-          _mm512_store_ps(b + q, vb);
-        }
-      }
-      for (int64_t r = 0; r < g.rows; ++r) {
-        g.piece(r, block, first, last);
-        for (int64_t i = first; i < last; i += 64) {
-          const int64_t q = (i - first) / 4;
-          const __m512 v = _mm512_sub_ps(_mm512_load_ps(x + i), _mm512_load_ps(mean + q));
-          _mm512_stream_ps(reinterpret_cast<float *>(y + i),
-                           _mm512_add_ps(_mm512_mul_ps(v, _mm512_load_ps(scale + q)), _mm512_load_ps(shift + q)));
-        }
-      }
+  }
+  void sum(const Geometry &g, const char *x, int64_t first, int64_t i, bool fresh) {
+    const int64_t q = i / A::kItem;
+    __m512 va = fresh ? _mm512_setzero_ps() : _mm512_load_ps(a + q);
+    __m512 vb = fresh ? _mm512_setzero_ps() : _mm512_load_ps(b + q);
+    const __m512 o = _mm512_load_ps(origin + q);
+    for (int k = 0; k < R; ++k) {
+      const __m512 d = _mm512_sub_ps(A::load(x + first + k * g.row_bytes + i), o);
+      va = _mm512_add_ps(va, d);
+      vb = _mm512_add_ps(vb, _mm512_mul_ps(d, d));
     }
+    _mm512_store_ps(a + q, va);
+    _mm512_store_ps(b + q, vb);
+  }
+  void write_line(const Geometry &g, const char *x, char *y, int64_t first, int64_t i) const {
+    const int64_t q = i / A::kItem;
+    for (int k = 0; k < R; ++k) {
+      const int64_t at = first + k * g.row_bytes + i;
+      A::stream_line(y + at, x + at, mean + q, scale + q, shift + q);
+    }
+  }
+};
+
+// A thread's range of blocks with pybn's arithmetic, four rows a sweep, the next sweep's rows
+// prefetched a line per line read (as sweep_rows does). Phases: a block's statistics, then its
+// rows normalized (a remainder of fewer than four rows left out). Alongside
+// (Forward::normalizes_alongside): block b's rows normalized line by line within the sweeps
+// of block b + 1's statistics.
+template <class A> void arith_pattern(const Geometry &g, const char *x, char *y, bool alongside) {
+  constexpr int R = 4;
+  constexpr int64_t kFlush = 32;  // rows between float64 flushes: the first sweep after one is fresh
+#pragma omp parallel num_threads(2)
+  {
+    const int t = omp_get_thread_num();
+    const int64_t b0 = g.blocks * t / 2, b1 = g.blocks * (t + 1) / 2;
+    ArithRows<A, R> rows;
+    int64_t first, last, written_first = 0, written_last = 0;
+    const auto write_block = [&](int64_t block) {
+      for (int64_t r = 0; r + R <= g.rows; r += R) {
+        g.piece(r, block, first, last);
+        for (int64_t i = 0; i < last - first; i += 64) rows.write_line(g, x, y, first, i);
+      }
+    };
+    for (int64_t block = b0; block < b1; ++block) {
+      const bool writes = alongside && block > b0;  // block - 1's rows, within these sweeps
+      for (int64_t r = 0; r + R <= g.rows; r += R) {
+        g.piece(r, block, first, last);
+        if (writes) g.piece(r, block - 1, written_first, written_last);
+        const int64_t next = r + 2 * R <= g.rows ? first + R * g.row_bytes : -1;  // the next sweep's rows
+        const int64_t n = last - first, n_written = writes ? written_last - written_first : 0;
+        for (int64_t i = 0; i < std::max(n, n_written); i += A::kSumBytes) {
+          if (i < n_written && i % 64 == 0) rows.write_line(g, x, y, written_first, i);
+          if (i < n) {
+            if (next >= 0 && i % 64 == 0)
+              for (int k = 0; k < R; ++k) _mm_prefetch(x + next + k * g.row_bytes + i, _MM_HINT_T1);
+            rows.sum(g, x, first, i, r % kFlush == 0);
+          }
+        }
+      }
+      if (!alongside) write_block(block);
+    }
+    if (alongside && b0 < b1) write_block(b1 - 1);
     _mm_sfence();
-    if (a[1] == 12345.0f) sink = b[1];  // keeps the sums
+    if (rows.a[1] == 12345.0f) sink = rows.b[1];  // keeps the sums
   }
 }
 
@@ -257,14 +319,18 @@ int main(int argc, char **argv) {
               dtype.c_str(), (long long)N, (long long)C, (long long)HW, double(bytes) / (1 << 20), (long long)blocks.count,
               (long long)blocks.channels, (long long)geometry.block_bytes, rounds, pybn_version_string(), pybn_cpu_isa(),
               pybn_cpu_num_threads());
-  const bool arith = itemsize == 4;  // the arithmetic contestant is float32's
+  // The arithmetic contestants are float32's and float16's.
+  const bool arith = itemsize == 4 || (itemsize == 2 && dtype == "float16");
   std::vector<const char *> names = {"copy", "read", "phases", "interleaved", "pybn"};
   std::vector<std::function<void()>> contestants = {
       [&] { stream_copy(x, y, bytes); }, [&] { read_all(x, bytes); }, [&] { row_pattern(geometry, x, y, false); },
       [&] { row_pattern(geometry, x, y, true); }, [&] { run_pybn(); }};
   if (arith) {
+    const auto pattern = itemsize == 4 ? arith_pattern<Float32Arith> : arith_pattern<Float16Arith>;
     names.push_back("arith");
-    contestants.push_back([&] { row_arithmetic(geometry, x, y); });
+    contestants.push_back([&, pattern] { pattern(geometry, x, y, false); });
+    names.push_back("alongside");
+    contestants.push_back([&, pattern] { pattern(geometry, x, y, true); });
   }
   const std::vector<std::vector<double>> times = limits::time_rounds(contestants, rounds, flush);
   std::vector<double> m;
@@ -275,7 +341,10 @@ int main(int argc, char **argv) {
   }
   std::printf("\nread/copy %.2f  phases/copy %.2f  interleaved/copy %.2f  pybn/copy %.2f  pybn/phases %.2f\n", m[1] / m[0],
               m[2] / m[0], m[3] / m[0], m[4] / m[0], m[4] / m[2]);
-  if (arith) std::printf("arith/phases %.2f  pybn/arith %.2f\n", m[5] / m[2], m[4] / m[5]);
+  if (arith)
+    std::printf("arith/copy %.2f  alongside/copy %.2f  arith/phases %.2f  alongside/interleaved %.2f  pybn/arith %.2f  "
+                "pybn/alongside %.2f\n",
+                m[5] / m[0], m[6] / m[0], m[5] / m[2], m[6] / m[3], m[4] / m[5], m[4] / m[6]);
   std::free(x);
   std::free(y);
   return 0;
