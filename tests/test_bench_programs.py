@@ -10,13 +10,17 @@ import pytest
 BENCH = pathlib.Path(__file__).resolve().parent.parent / "bench"
 FLAGS = ["-O2", "-fopenmp", "-mavx512f", "-mavx512bw", "-mavx512dq", "-mf16c"]
 
-# program -> (arguments of a small run, a line its output must contain)
+# program -> its small runs: (arguments, a line the output must contain)
 PROGRAMS = {
-    "pattern_limits.cpp": (["float32", "2", "4", "64", "1"], "pybn/pattern"),
-    "row_limits.cpp": (["float32", "4", "64", "49", "1"], "pybn/phases"),
-    "strip_limits.cpp": (["16", "128", "1"], "pybn/strips"),
-    "call_times.cpp": (["float32", "2", "8", "49", "bwd", "5", "1"], "pybn/bwd float32 2x8x49"),
+    "pattern_limits.cpp": [(["float32", "2", "4", "64", "1"], "pybn/pattern")],
+    # float32 and float16 time pybn's arithmetic too (arith, alongside); float64 does not
+    "row_limits.cpp": [(["float32", "4", "64", "49", "1"], "pybn/alongside"),
+                       (["float16", "4", "64", "49", "1"], "pybn/alongside"),
+                       (["float64", "4", "64", "49", "1"], "pybn/phases")],
+    "strip_limits.cpp": [(["16", "128", "1"], "pybn/strips")],
+    "call_times.cpp": [(["float32", "2", "8", "49", "bwd", "5", "1"], "pybn/bwd float32 2x8x49")],
 }
+RUNS = [(source, args, expected) for source, runs in sorted(PROGRAMS.items()) for args, expected in runs]
 
 
 def has_avx512():
@@ -55,11 +59,10 @@ def test_bench_program_builds(source, built):
 
 @pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed")
 @pytest.mark.skipif(not has_avx512(), reason="the bench programs need AVX-512 to run")
-@pytest.mark.parametrize("source", sorted(PROGRAMS))
-def test_bench_program_runs(source, built):
+@pytest.mark.parametrize("source, args, expected", RUNS, ids=[f"{s}-{a[0]}" for s, a, _ in RUNS])
+def test_bench_program_runs(source, args, expected, built):
     exe, result = built[source]
     assert result.returncode == 0, result.stderr
-    args, expected = PROGRAMS[source]
     ran = subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=120)
     assert ran.returncode == 0, ran.stdout + ran.stderr
     assert "median" in ran.stdout and expected in ran.stdout, ran.stdout
