@@ -16,16 +16,19 @@
 //                pieces (the next row's piece prefetched into L2), then each piece streamed
 //                out scaled (one multiplication a vector, whatever the dtype);
 //   interleaved  the same, but row by row: block b + 1's piece summed, then block b's written;
-//   arith        (float32 and float16) phases with pybn's arithmetic: per position, sums of
-//                x - origin and of its square in L1 arrays, four rows a sweep (the next
-//                sweep's rows prefetched a line at a time), then y = (x - mean) * scale +
-//                shift from per-position arrays; float16 widened to float32 and narrowed back;
-//   alongside    (float32 and float16) the same arithmetic with block b's rows normalized
-//                line by line inside the sweeps of block b + 1's sums, as pybn's alongside loop;
+//   arith        (float32 and float16, rows of whole lines) phases with pybn's arithmetic: per
+//                position, sums of x - origin and of its square in L1 arrays, four rows a
+//                sweep (the next sweep's rows prefetched a line at a time), then
+//                y = (x - mean) * scale + shift from per-position arrays; float16 widened to
+//                float32 and narrowed back (pybn's schedule for 16-bit types);
+//   alongside    the same arithmetic with block b's rows normalized line by line inside the
+//                sweeps of block b + 1's sums: pybn's schedule for float32 (for float16 one it
+//                does not use);
 //   pybn         pybn_forward (training, through the C ABI) on the same x and y.
 // phases / copy is what the pattern costs over a copy on this machine, arith / phases what its
-// arithmetic adds, pybn / arith and pybn / alongside the rest of pybn (pivot rows, float64
-// flushes and moments, per-channel work, coefficient arrays, the end-of-call barrier).
+// arithmetic adds, pybn / arith (float16) and pybn / alongside (float32) the rest of pybn
+// (pivot rows, float64 flushes and moments, per-channel work, coefficient arrays, the
+// end-of-call barrier).
 //
 // x86-64 with AVX-512 only. From the repository root, with pybn installed:
 //   lib=$(python -c "import os, pybn; print(os.path.dirname(pybn.__file__))")
@@ -319,8 +322,12 @@ int main(int argc, char **argv) {
               dtype.c_str(), (long long)N, (long long)C, (long long)HW, double(bytes) / (1 << 20), (long long)blocks.count,
               (long long)blocks.channels, (long long)geometry.block_bytes, rounds, pybn_version_string(), pybn_cpu_isa(),
               pybn_cpu_num_threads());
-  // The arithmetic contestants are float32's and float16's.
-  const bool arith = itemsize == 4 || (itemsize == 2 && dtype == "float16");
+  // The arithmetic contestants are float32's and float16's, for rows of whole 64-byte lines
+  // (as pybn's alongside loop: every row piece of a block then starts on a line, for the
+  // aligned loads and the streaming stores) and channels of at most kBlockRowBytes (the
+  // per-position arrays).
+  const bool arith = (itemsize == 4 || (itemsize == 2 && dtype == "float16")) && geometry.row_bytes % 64 == 0 &&
+                     geometry.block_bytes <= kBlockRowBytes;
   std::vector<const char *> names = {"copy", "read", "phases", "interleaved", "pybn"};
   std::vector<std::function<void()>> contestants = {
       [&] { stream_copy(x, y, bytes); }, [&] { read_all(x, bytes); }, [&] { row_pattern(geometry, x, y, false); },
