@@ -653,6 +653,19 @@ def best_floor(res, kind, stat):
     return min(cands) if cands else (None, None)
 
 
+def paired_ratio(res, impl_key, floor_keys):
+    """Median over the rounds of the contestant's sample over its floor's samples (summed over
+    the floor's kinds) in the same round: a slow stretch of the machine that takes a round or
+    two slows both sides of that round's ratio alike, where the ratio of the two medians can
+    take one side's slow rounds against the other's fast ones. None unless every sample is
+    there (a contestant that failed has fewer)."""
+    samples = res.get(impl_key, {}).get("samples_s")
+    floors = [res.get(k, {}).get("samples_s") for k in floor_keys]
+    if not samples or not floors or any(not f or len(f) != len(samples) for f in floors):
+        return None
+    return float(np.median(np.asarray(samples) / np.sum(np.asarray(floors), axis=0)))
+
+
 def targets_for(op, inner_is_one):
     """(floor kinds summed, factor, label) for a case, from the issue's targets."""
     if op == "fwd_train":
@@ -983,12 +996,13 @@ def group_rows(group, ops, variants, stat):
                 return res.get(f"{impl}/{op}/{var}", {}).get(key)
             p_ms, t_ms, m_ms = get("pybn"), get("torch"), get("mxnet")
             ratio = p_ms / floor_ms if p_ms and floor_ms else None
+            paired = paired_ratio(res, f"pybn/{op}/{var}", [p[1] for p in parts]) if floor_ms else None
             speedup = t_ms / p_ms if p_ms and t_ms else None
             row = {"case": f"{op}/{var}", "shape_name": group["shape_name"],
                    "shape": group["shape"], "dtype": group["dtype"], "layout": layout,
                    "pybn_ms": p_ms, "pybn_min_ms": get("pybn", "min_ms"),
                    "torch_ms": t_ms, "mxnet_ms": m_ms, "floor": floor_name,
-                   "floor_ms": floor_ms, "ratio": ratio, "target": tlabel,
+                   "floor_ms": floor_ms, "ratio": ratio, "ratio_paired": paired, "target": tlabel,
                    "target_factor": factor, "speedup_vs_torch": speedup,
                    "met": None if ratio is None else bool(ratio <= factor)}
             if op == "fwd_train" and layout == "nchw":
@@ -1054,7 +1068,7 @@ def print_table(rows, facts, args):
     print(f"\npybn CPU benchmark: {facts['cpu_model']}{ident}, {facts['cpu_count']} cpus, "
           f"{facts['threads']} threads; {args.stat} of {args.repeats} rounds, ms per call")
     head = ["case", "shape", "dtype", "layout", "pybn ms", "pybn min", "torch ms", "mxnet ms",
-            "floor", "floor ms", "pybn/floor", "target", "status", "torch/pybn", "3x goal"]
+            "floor", "floor ms", "pybn/floor", "paired", "target", "status", "torch/pybn", "3x goal"]
     lines = []
     for r in rows:
         sp = r.get("speedup_met")
@@ -1063,6 +1077,7 @@ def print_table(rows, facts, args):
             ms(r["pybn_ms"]), ms(r["pybn_min_ms"]), ms(r["torch_ms"]), ms(r["mxnet_ms"]),
             r["floor"], ms(r["floor_ms"]),
             "-" if r["ratio"] is None else f"{r['ratio']:.2f}",
+            "-" if r.get("ratio_paired") is None else f"{r['ratio_paired']:.2f}",  # (older JSON lacks it)
             r["target"], "-" if r["met"] is None else ("met" if r["met"] else "MISSED"),
             "-" if r["speedup_vs_torch"] is None else f"{r['speedup_vs_torch']:.2f}x",
             "" if "speedup_target" not in r else ("-" if sp is None else

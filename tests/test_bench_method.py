@@ -1,11 +1,12 @@
 """How bench/cpu.py samples its contestants (measure_group, time_calls), checked with stub
-contestants that record when they run. Speed is never asserted here: these tests hold the
+contestants that record when they run, and how its table divides them (group_rows). Speed is never asserted here: these tests hold the
 benchmark to its method (every contestant once a round, in an order that changes, so that no
 contestant always runs after the same one; untimed calls of the same contestant first)."""
 import importlib.util
 import pathlib
 import time
 
+import numpy as np
 import pytest
 
 BENCH = pathlib.Path(__file__).resolve().parent.parent / "bench" / "cpu.py"
@@ -143,3 +144,31 @@ def test_bfloat16_reaches_pytorch_as_the_same_bytes(bench):
     back = bench.torch_numpy(torch, t.permute(0, 3, 1, 2))
     assert back.dtype == np.dtype(ml_dtypes.bfloat16)
     assert back.tobytes() == phys["x"].transpose(0, 3, 1, 2).tobytes()
+
+
+def fake_group(pybn_s, copy_s):
+    """A measured group as measure_group leaves it, for the NCHW inference rows: pybn's
+    samples and the 2-thread copy floor's, one per round."""
+    def res(samples):
+        return {"samples_s": samples, "median_ms": float(np.median(samples) * 1e3),
+                "min_ms": float(np.min(samples) * 1e3)}
+    return {"shape_name": "nchw", "shape": [2, 3, 4, 5], "dtype": "float32", "layout": "nchw",
+            "results": {"pybn/fwd_infer/prealloc": res(pybn_s), "floor/copy/2t": res(copy_s)}}
+
+
+def test_paired_ratio_divides_round_by_round(bench):
+    # Rounds 3 and 4 slow for both, rounds 1 and 2 for pybn alone: pybn's median falls in a
+    # slow round, the copy's in a fast one (their ratio 3.3), while round by round pybn takes
+    # 1.1x the copy in three rounds of five.
+    pybn_s, copy_s = [1.1, 3.3, 3.3, 3.3, 3.3], [1.0, 1.0, 1.0, 3.0, 3.0]
+    (row,) = bench.group_rows(fake_group(pybn_s, copy_s), ["fwd_infer"], ["prealloc"], "median")
+    assert row["floor"] == "copy/2t"
+    assert row["ratio"] == pytest.approx(3.3 / 1.0)
+    assert row["ratio_paired"] == pytest.approx(float(np.median(np.divide(pybn_s, copy_s))))
+    assert row["ratio_paired"] == pytest.approx(1.1)
+
+
+def test_paired_ratio_needs_every_round(bench):
+    (row,) = bench.group_rows(fake_group([1.0, 1.1], [1.0, 1.0, 1.0]), ["fwd_infer"], ["prealloc"], "median")
+    assert row["ratio"] == pytest.approx(1.05)
+    assert row["ratio_paired"] is None
