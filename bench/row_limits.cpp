@@ -119,7 +119,8 @@ volatile float sink = 0.0f;
 
 // (x - mean) * scale + shift of the 16 elements at p, A's load widening them to float32.
 template <class A> __m512 normalized(const char *p, const float *m, const float *s, const float *h) {
-  return _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(A::load(p), _mm512_load_ps(m)), _mm512_load_ps(s)), _mm512_load_ps(h));
+  const __m512 centered = _mm512_sub_ps(A::load(p), _mm512_load_ps(m));
+  return _mm512_add_ps(_mm512_mul_ps(centered, _mm512_load_ps(s)), _mm512_load_ps(h));
 }
 struct Float32Arith {
   static constexpr int64_t kItem = 4, kSumBytes = 64;  // bytes summed per step
@@ -136,14 +137,15 @@ struct Float16Arith {  // widened to float32 for the arithmetic, narrowed back t
   static __m512 load(const char *p) {
     return _mm512_maskz_cvtph_ps(__mmask16(0xffff), _mm256_load_si256(reinterpret_cast<const __m256i *>(p)));
   }
+  typedef long long Halves __attribute__((vector_size(32)));  // 16 float16 values
+  static Halves narrow(__m512 v) {
+    return (Halves)_mm512_maskz_cvtps_ph(__mmask16(0xffff), v, _MM_FROUND_TO_NEAREST_INT);
+  }
   static void stream_line(char *p, const char *in, const float *m, const float *s, const float *h) {
-    const __m256i lo =
-        _mm512_maskz_cvtps_ph(__mmask16(0xffff), normalized<Float16Arith>(in, m, s, h), _MM_FROUND_TO_NEAREST_INT);
-    const __m256i hi = _mm512_maskz_cvtps_ph(__mmask16(0xffff), normalized<Float16Arith>(in + 32, m + 16, s + 16, h + 16),
-                                             _MM_FROUND_TO_NEAREST_INT);
-    typedef long long Quarter __attribute__((vector_size(32)));  // the two halves joined by one shuffle
-    _mm512_stream_si512(reinterpret_cast<__m512i *>(p), (__m512i)__builtin_shufflevector((Quarter)lo, (Quarter)hi, 0, 1, 2,
-                                                                                           3, 4, 5, 6, 7));
+    const Halves lo = narrow(normalized<Float16Arith>(in, m, s, h));
+    const Halves hi = narrow(normalized<Float16Arith>(in + 32, m + 16, s + 16, h + 16));
+    // The two halves joined by one shuffle, streamed as one line.
+    _mm512_stream_si512(reinterpret_cast<__m512i *>(p), (__m512i)__builtin_shufflevector(lo, hi, 0, 1, 2, 3, 4, 5, 6, 7));
   }
 };
 
