@@ -207,13 +207,13 @@ void train_float16(const uint16_t *x, uint16_t *y, int64_t G, float eps) {
             _mm_prefetch(reinterpret_cast<const char *>(a < run ? nx + a : after + (a - run)), _MM_HINT_T1);
             const __m512 d0 = _mm512_sub_ps(load_half16(nx + i), pivot), d1 = _mm512_sub_ps(load_half16(nx + i + 16), pivot);
             s.s0 = _mm512_add_ps(s.s0, d0);
-            s.q0 = _mm512_add_ps(s.q0, _mm512_mul_ps(d0, d0));
+            s.q0 = _mm512_fmadd_ps(d0, d0, s.q0);  // fused, as pybn's 16-bit formulas
             s.s1 = _mm512_add_ps(s.s1, d1);
-            s.q1 = _mm512_add_ps(s.q1, _mm512_mul_ps(d1, d1));
+            s.q1 = _mm512_fmadd_ps(d1, d1, s.q1);
           }
           if (writes) {
-            const __m256i lo = _mm512_cvtps_ph(_mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(load_half16(in + i), vm), vk), shift), _MM_FROUND_TO_NEAREST_INT);
-            const __m256i hi = _mm512_cvtps_ph(_mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(load_half16(in + i + 16), vm), vk), shift), _MM_FROUND_TO_NEAREST_INT);
+            const __m256i lo = _mm512_cvtps_ph(_mm512_fmadd_ps(_mm512_sub_ps(load_half16(in + i), vm), vk, shift), _MM_FROUND_TO_NEAREST_INT);
+            const __m256i hi = _mm512_cvtps_ph(_mm512_fmadd_ps(_mm512_sub_ps(load_half16(in + i + 16), vm), vk, shift), _MM_FROUND_TO_NEAREST_INT);
             _mm512_stream_si512(reinterpret_cast<__m512i *>(out + i), _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1));
           }
         }

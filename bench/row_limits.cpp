@@ -120,11 +120,12 @@ volatile float sink = 0.0f;
 // (x - mean) * scale + shift of the 16 elements at p, A's load widening them to float32.
 template <class A> __m512 normalized(const char *p, const float *m, const float *s, const float *h) {
   const __m512 centered = _mm512_sub_ps(A::load(p), _mm512_load_ps(m));
-  return _mm512_add_ps(_mm512_mul_ps(centered, _mm512_load_ps(s)), _mm512_load_ps(h));
+  return A::mul_add(centered, _mm512_load_ps(s), _mm512_load_ps(h));
 }
 struct Float32Arith {
   static constexpr int64_t kItem = 4, kSumBytes = 64;  // bytes summed per step
   static __m512 load(const char *p) { return _mm512_load_ps(reinterpret_cast<const float *>(p)); }
+  static __m512 mul_add(__m512 a, __m512 b, __m512 c) { return _mm512_add_ps(_mm512_mul_ps(a, b), c); }
   static void stream_line(char *p, const char *in, const float *m, const float *s, const float *h) {
     _mm512_stream_ps(reinterpret_cast<float *>(p), normalized<Float32Arith>(in, m, s, h));
   }
@@ -134,6 +135,8 @@ struct Float32Arith {
 // "may be used uninitialized" warnings from the intrinsics' undefined sources.)
 struct Float16Arith {  // widened to float32 for the arithmetic, narrowed back two vectors a line
   static constexpr int64_t kItem = 2, kSumBytes = 32;
+  // fused, as pybn's 16-bit formulas (kFusedFormulas)
+  static __m512 mul_add(__m512 a, __m512 b, __m512 c) { return _mm512_fmadd_ps(a, b, c); }
   static __m512 load(const char *p) {
     return _mm512_maskz_cvtph_ps(__mmask16(0xffff), _mm256_load_si256(reinterpret_cast<const __m256i *>(p)));
   }
@@ -168,7 +171,7 @@ template <class A, int R> struct ArithRows {
     for (int k = 0; k < R; ++k) {
       const __m512 d = _mm512_sub_ps(A::load(x + first + k * g.row_bytes + i), o);
       va = _mm512_add_ps(va, d);
-      vb = _mm512_add_ps(vb, _mm512_mul_ps(d, d));
+      vb = A::mul_add(d, d, vb);
     }
     _mm512_store_ps(a + q, va);
     _mm512_store_ps(b + q, vb);

@@ -8,7 +8,7 @@
 //   read, copy  the floors, one thread: an AVX-512 max-reduction over x, memcpy of x into y;
 //   strips      a plain loop with pybn's column-strip pattern and arithmetic, nothing else:
 //               strips of 64 adjacent channels, each taken down all rows twice, sums of
-//               x - pivot and of its square (subtract, add, multiply, add; no FMA, as pybn),
+//               x - pivot and of its square (subtract, add, FMA: as pybn's 16-bit formulas),
 //               then y = (x - mean) * scale + shift converted back; one thread and two (the
 //               strips split statically). No per-channel float64 work, no pivot pass, no
 //               validation, no moving averages;
@@ -75,7 +75,7 @@ void strip(const uint16_t *x, uint16_t *y, int64_t c0) {
     for (int k = 0; k < kStripVectors; ++k) {
       const __m512 d = _mm512_sub_ps(load_half16(x + r * C + c0 + 16 * k), pivot[k]);
       s[k] = _mm512_add_ps(s[k], d);
-      q[k] = _mm512_add_ps(q[k], _mm512_mul_ps(d, d));
+      q[k] = _mm512_fmadd_ps(d, d, q[k]);
     }
   __m512 mean[kStripVectors], scale[kStripVectors];
   const __m512 inv_count = _mm512_set1_ps(1.0f / float(R)), eps = _mm512_set1_ps(1e-3f);
@@ -89,7 +89,7 @@ void strip(const uint16_t *x, uint16_t *y, int64_t c0) {
   for (int64_t r = 0; r < R; ++r)
     for (int k = 0; k < kStripVectors; ++k) {
       const int64_t at = r * C + c0 + 16 * k;
-      const __m512 v = _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(load_half16(x + at), mean[k]), scale[k]), shift);
+      const __m512 v = _mm512_fmadd_ps(_mm512_sub_ps(load_half16(x + at), mean[k]), scale[k], shift);
       _mm256_storeu_si256(reinterpret_cast<__m256i *>(y + at), _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
     }
 }

@@ -129,12 +129,15 @@ PYBN_HD inline double moving_average(double moving, double batch, double momentu
 // The mean is carried as mean_hi + mean_lo (mean_hi in the compute type). x - mean_hi stays
 // an explicit, exact subtraction; only the tiny mean_lo * scale term joins the shift. Folding
 // the whole mean into the shift (as PyTorch does) loses ~1e-3 at |mean| = 1e4 * std in float32 (2e-3 at 5e4).
+// For 16-bit types the CPU kernels round the multiply-add once (an FMA, or its exact
+// emulation: cpu/fused_mul_add.hpp), float32 and float64 round the product and the sum.
 template <class CT>
 struct NormCoeffs {
   CT mean_hi, scale, shift;
 };
 
-// dx = dy * a + (x - mean_hi) * b + c  (SPEC "Backward"), with mean_lo folded into c:
+// dx = dy * a + ((x - mean_hi) * b + c)  (SPEC "Backward"), with mean_lo folded into c (each
+// multiply-add rounded once for 16-bit types, as y above):
 //   batch statistics:  a = invstd * g, b = -invstd^3 * g * dot / M,
 //                      c = -invstd * g * sum_dy / M - mean_lo * b
 //   global statistics: a = invstd * g, b = c = 0 (x is not read)
