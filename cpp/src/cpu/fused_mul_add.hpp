@@ -2,9 +2,9 @@
 // build: the kernels' 16-bit formulas use it (kernels.inc, kFusedFormulas), and their results
 // must not depend on which SIMD build a processor gets.
 //
-// Builds whose target has the instruction (the AVX2 and AVX-512 builds, compiled with -mfma)
-// use it. The others (the x86-64 baseline) compute the same correctly
-// rounded value through double, without the instruction:
+// Builds whose target has the instruction (the AVX2 and AVX-512 builds, compiled with -mfma;
+// AArch64) use it. The others (the x86-64 baseline) compute the same correctly rounded value
+// through double, without the instruction:
 //  - p = a * b is exact in double (24 + 24 significant bits fit in 53);
 //  - s = p + c rounded to nearest double, and its error e = (p + c) - s exactly (TwoSum);
 //  - where e != 0, s is replaced by p + c rounded *to odd* (truncated toward zero, last bit
