@@ -1,6 +1,6 @@
 // Checks pybn's float fused multiply-add emulation (cpp/src/cpu/fused_mul_add.hpp, used by the
 // baseline SIMD build) against the C library's fmaf, bit for bit. Built without -mfma by
-// tests/test_fused_mul_add.py; the library's fmaf is correctly rounded whether or not the
+// tests/test_internal_checks.py; the library's fmaf is correctly rounded whether or not the
 // processor has the instruction. Cases: random triples over wide exponent ranges, triples
 // built so that a * b + c lies just off a float rounding midpoint (where rounding once to
 // double, then to float, goes wrong), zeros, subnormals, overflow, infinities and NaNs.
