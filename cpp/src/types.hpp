@@ -1,6 +1,7 @@
 // Element types. 16-bit floats are stored as raw bits and computed in float32; the scalar
 // conversions here are the portable reference, the SIMD builds convert whole tiles with
-// F16C / AVX-512 instructions (cpu/kernels.inc).
+// F16C / AVX-512 instructions (cpu/kernels.inc), the x86-64 baseline float16 with SSE2
+// (cpu/half_sse2.hpp).
 #pragma once
 
 #include <cstdint>
