@@ -1,8 +1,9 @@
 // float16 <-> float32 for four lanes in SSE2, for the x86-64 baseline build, whose processors
 // may lack F16C: the same bits as types.hpp's to_float / to_half (the portable reference, which
-// the scalar heads and tails keep using), without a branch per element: the baseline build's
-// float16 calls about 0.7x the time of lane-by-lane conversions (stop 35; they are still
-// 30-60x a copy, for the SSE2 emulation of the FMA and the 4-lane arithmetic).
+// the scalar heads and tails keep using), without a branch per element. Stop 35, float16
+// 32x64x56x56, the baseline build with the emulated FMA against stop 34's library: 1.46-1.68x
+// its time with lane-by-lane conversions, 0.96-1.11x with these (bench/RESULTS_stop35_ab.txt;
+// still 29-79x a copy, for the emulated FMA and the 4-lane arithmetic).
 //
 // Internal linkage, as fused_mul_add.hpp: included by each kernel build with its own flags.
 #pragma once
@@ -41,8 +42,11 @@ PYBN_HALF_INLINE __m128i float4_to_half(__m128 f) {
   const __m128i sign = _mm_and_si128(_mm_srli_epi32(u, 16), _mm_set1_epi32(0x8000));
   const __m128i a = _mm_and_si128(u, _mm_set1_epi32(0x7fffffff));
   // Subnormal halves and zeros: a * 2^24 rounded to an integer by the FPU (nearest even in
-  // the default rounding mode, as std::nearbyint in to_half).
-  __m128i r = _mm_cvtps_epi32(_mm_mul_ps(_mm_castsi128_ps(a), _mm_set1_ps(16777216.0f)));
+  // the default rounding mode, as std::nearbyint in to_half). The lanes of larger a are
+  // zeroed first: they would raise the invalid and overflow flags, as to_half does not.
+  const __m128i is_normal = _mm_cmpgt_epi32(a, _mm_set1_epi32(0x387fffff));
+  const __m128 small = _mm_castsi128_ps(_mm_andnot_si128(is_normal, a));
+  __m128i r = _mm_cvtps_epi32(_mm_mul_ps(small, _mm_set1_ps(16777216.0f)));
   // Normal halves: round the 13 bits that go, ties to even, and rebias.
   const __m128i odd = _mm_and_si128(_mm_srli_epi32(a, 13), _mm_set1_epi32(1));
   const __m128i rounded = _mm_add_epi32(_mm_add_epi32(a, _mm_set1_epi32(0x0fff)), odd);
@@ -50,7 +54,7 @@ PYBN_HALF_INLINE __m128i float4_to_half(__m128 f) {
   const auto take = [&r](__m128i where, __m128i value) {
     r = _mm_or_si128(_mm_and_si128(where, value), _mm_andnot_si128(where, r));
   };
-  take(_mm_cmpgt_epi32(a, _mm_set1_epi32(0x387fffff)), normal);
+  take(is_normal, normal);
   take(_mm_cmpgt_epi32(a, _mm_set1_epi32(0x477fefff)), _mm_set1_epi32(0x7c00));  // rounds to >= 65520: inf
   const __m128i nan = _mm_or_si128(_mm_set1_epi32(0x7e00), _mm_and_si128(_mm_srli_epi32(a, 13), _mm_set1_epi32(0x3ff)));
   take(_mm_cmpgt_epi32(a, _mm_set1_epi32(0x7f800000)), nan);
