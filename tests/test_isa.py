@@ -164,7 +164,8 @@ def test_simd_build_matches_reference(isa, tmp_path):
 
 
 def test_builds_agree_with_each_other(tmp_path):
-    """All builds give the same bits: the kernels are compiled without FMA contraction and every
+    """All builds give the same bits: the kernels are compiled without FMA contraction (16-bit
+    formulas fuse by name, the baseline build emulating the instruction exactly) and every
     reduction has the same lane structure whatever the vector width (see CMakeLists.txt)."""
     runs = {isa: run_build(isa, tmp_path / f"{isa}.npz") for isa in BUILDS}
     distinct = {str(r["isa"]): r for r in runs.values()}
