@@ -1,6 +1,8 @@
-"""The C++ programs of bench/ (pattern_limits.cpp, row_limits.cpp, strip_limits.cpp, call_times.cpp) build
-against the installed library with the command their headers give, and, where the CPU has
-AVX-512, run on a small shape and print their result lines. Their timings are not checked (speed lives in bench/)."""
+"""The C++ programs of bench/ (pattern_limits.cpp, row_limits.cpp, strip_limits.cpp, call_times.cpp,
+convert_costs.cpp) build against the installed library with the command their headers give
+(convert_costs.cpp does not call it; it is built the same way), and, where the CPU has AVX-512,
+run on a small shape and print their result lines. Their timings are not checked (speed lives
+in bench/)."""
 import pathlib
 import re
 import shutil
@@ -22,6 +24,7 @@ PROGRAMS = {
                        (["float16", "5", "100", "49", "1"], "pybn/phases")],
     "strip_limits.cpp": [(["16", "128", "1"], "pybn/strips")],
     "call_times.cpp": [(["float32", "2", "8", "49", "bwd", "5", "1"], "pybn/bwd float32 2x8x49")],
+    "convert_costs.cpp": [(["4", "1"], "f16 normalize")],
 }
 RUNS = [(source, args, expected) for source, runs in sorted(PROGRAMS.items()) for args, expected in runs]
 RUN_IDS = [f"{source}-{'-'.join(args[:3])}" for source, args, _ in RUNS]

@@ -1,0 +1,220 @@
+// What pybn's per-element arithmetic costs on this machine with the data in cache: the time
+// of each formula per 16-element vector on one thread, in nanoseconds and in core cycles.
+//
+// The floors of bench/cpu.py move bytes without converting or computing anything. Where the
+// arithmetic a row needs takes about as long as its floor (float16: every element converted
+// in twice and out once, in training), no schedule can reach a small multiple of that floor:
+// the row is compute-bound on this machine, whatever the memory does. This program measures
+// that arithmetic by itself, in loops over buffers that stay in L1 (by default), one thread:
+//   f16 load       convert 16 halves in and add them up (F16C / AVX-512 vcvtph2ps)
+//   f16 store      convert 16 floats to halves and store them (vcvtps2ph)
+//   f16 moments    pybn's 16-bit statistics: convert in, d = x - origin, sum d, sum d * d (FMA)
+//   f16 normalize  pybn's 16-bit normalization: convert in, (x - mean) * scale + shift (FMA),
+//                  convert out and store
+//   f32 moments    the float32 statistics: d = x - origin, sum d, sum d * d (two roundings)
+//   f32 normalize  the float32 normalization: (x - mean) * scale + shift (two roundings)
+//   f16 copy       32 bytes loaded and stored, nothing converted (the floors' work per vector)
+// The cycles come from a chain of dependent integer additions timed the same way (one per
+// cycle), so they hold at whatever clock the core runs. The last lines model a training
+// forward (statistics then normalization: each element through both) per element and thread:
+// with n elements on t threads it cannot take less than n / t times that, against the time of
+// bench/cpu.py's copy floor for the same bytes (bench/RESULTS.md, "Stop 36").
+//
+// x86-64 with AVX-512 only. From the repository root (it does not use the library):
+//   g++ -O2 -mavx512f -mavx512bw -mavx512dq -mf16c bench/convert_costs.cpp -o /tmp/convert_costs
+//   /tmp/convert_costs [kilobytes of float16 input] [rounds]
+// (default 8 KB: the float32 buffers, twice that in and out, stay in L1 too; 21 rounds).
+#include <immintrin.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+namespace {
+
+constexpr int kLanes = 16;                  // floats in a 512-bit vector
+constexpr double kMinSampleSeconds = 1e-3;  // repetitions per sample are raised until one lasts this
+
+double seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+volatile float sink;  // keeps the reductions' results alive
+
+// The zero-masked forms, every lane set: the plain intrinsics start from an undefined
+// register that GCC 12 warns of.
+inline __m512 load_half16(const uint16_t *p) {
+  return _mm512_maskz_cvtph_ps(__mmask16(0xffff), _mm256_loadu_si256(reinterpret_cast<const __m256i *>(p)));
+}
+inline void store_half16(uint16_t *p, __m512 v) {
+  _mm256_storeu_si256(reinterpret_cast<__m256i *>(p),
+                      _mm512_maskz_cvtps_ph(__mmask16(0xffff), v, _MM_FROUND_TO_NEAREST_INT));
+}
+inline float lane_sum(__m512 v) {
+  alignas(64) float lanes[16];
+  _mm512_store_ps(lanes, v);
+  float s = 0.0f;
+  for (float l : lanes) s += l;
+  return s;
+}
+
+struct Buffers {
+  int64_t n;  // elements, a multiple of 2 * kLanes
+  std::vector<uint16_t> x16, y16;
+  std::vector<float> x32, y32;
+};
+
+// The formulas, each over the whole buffer. Two vectors an iteration (two accumulators per
+// sum), as pybn's loops take two logical vectors a step.
+void f16_load(Buffers &b) {
+  __m512 s0 = _mm512_setzero_ps(), s1 = s0;
+  for (int64_t i = 0; i < b.n; i += 2 * kLanes) {
+    s0 = _mm512_add_ps(s0, load_half16(&b.x16[i]));
+    s1 = _mm512_add_ps(s1, load_half16(&b.x16[i + kLanes]));
+  }
+  sink = lane_sum(_mm512_add_ps(s0, s1));
+}
+void f16_store(Buffers &b) {
+  for (int64_t i = 0; i < b.n; i += kLanes) store_half16(&b.y16[i], _mm512_loadu_ps(&b.x32[i]));
+}
+void f16_moments(Buffers &b) {
+  const __m512 origin = _mm512_set1_ps(0.25f);
+  __m512 a0 = _mm512_setzero_ps(), a1 = a0, q0 = a0, q1 = a0;
+  for (int64_t i = 0; i < b.n; i += 2 * kLanes) {
+    const __m512 d0 = _mm512_sub_ps(load_half16(&b.x16[i]), origin);
+    const __m512 d1 = _mm512_sub_ps(load_half16(&b.x16[i + kLanes]), origin);
+    a0 = _mm512_add_ps(a0, d0);
+    q0 = _mm512_fmadd_ps(d0, d0, q0);
+    a1 = _mm512_add_ps(a1, d1);
+    q1 = _mm512_fmadd_ps(d1, d1, q1);
+  }
+  sink = lane_sum(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(q0, q1)));
+}
+void f16_normalize(Buffers &b) {
+  const __m512 mean = _mm512_set1_ps(0.25f), scale = _mm512_set1_ps(1.5f), shift = _mm512_set1_ps(-0.5f);
+  for (int64_t i = 0; i < b.n; i += kLanes)
+    store_half16(&b.y16[i], _mm512_fmadd_ps(_mm512_sub_ps(load_half16(&b.x16[i]), mean), scale, shift));
+}
+void f32_moments(Buffers &b) {
+  const __m512 origin = _mm512_set1_ps(0.25f);
+  __m512 a0 = _mm512_setzero_ps(), a1 = a0, q0 = a0, q1 = a0;
+  for (int64_t i = 0; i < b.n; i += 2 * kLanes) {
+    const __m512 d0 = _mm512_sub_ps(_mm512_loadu_ps(&b.x32[i]), origin);
+    const __m512 d1 = _mm512_sub_ps(_mm512_loadu_ps(&b.x32[i + kLanes]), origin);
+    a0 = _mm512_add_ps(a0, d0);
+    q0 = _mm512_add_ps(q0, _mm512_mul_ps(d0, d0));
+    a1 = _mm512_add_ps(a1, d1);
+    q1 = _mm512_add_ps(q1, _mm512_mul_ps(d1, d1));
+  }
+  sink = lane_sum(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(q0, q1)));
+}
+void f32_normalize(Buffers &b) {
+  const __m512 mean = _mm512_set1_ps(0.25f), scale = _mm512_set1_ps(1.5f), shift = _mm512_set1_ps(-0.5f);
+  for (int64_t i = 0; i < b.n; i += kLanes)
+    _mm512_storeu_ps(&b.y32[i],
+                     _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(&b.x32[i]), mean), scale), shift));
+}
+void f16_copy(Buffers &b) {
+  for (int64_t i = 0; i < b.n; i += kLanes)
+    _mm256_storeu_si256(reinterpret_cast<__m256i *>(&b.y16[i]),
+                        _mm256_loadu_si256(reinterpret_cast<const __m256i *>(&b.x16[i])));
+}
+
+// A chain of 2^20 dependent additions: one cycle each.
+constexpr int64_t kChain = int64_t(1) << 20;
+void add_chain(Buffers &) {
+  int64_t v = 0;
+  for (int64_t i = 0; i < kChain; ++i) asm volatile("add $1, %0" : "+r"(v));
+  sink = float(v);
+}
+
+using Kernel = void (*)(Buffers &);
+
+// Repetitions of k that last at least kMinSampleSeconds (and warm the caches).
+int64_t calibrate(Kernel k, Buffers &b) {
+  for (int64_t calls = 1;; calls *= 2) {
+    const double start = seconds();
+    for (int64_t c = 0; c < calls; ++c) k(b);
+    if (seconds() - start >= kMinSampleSeconds) return calls;
+  }
+}
+double sample(Kernel k, Buffers &b, int64_t calls) {  // seconds per call
+  const double start = seconds();
+  for (int64_t c = 0; c < calls; ++c) k(b);
+  return (seconds() - start) / double(calls);
+}
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+}  // namespace
+
+int main(int argc, char **argv) {
+  const int64_t kilobytes = argc > 1 ? std::atol(argv[1]) : 8;
+  const int rounds = argc > 2 ? std::atoi(argv[2]) : 21;
+  if (kilobytes <= 0 || rounds <= 0) {
+    std::fprintf(stderr, "usage: %s [kilobytes of float16 input] [rounds]\n", argv[0]);
+    return 2;
+  }
+  Buffers b;
+  b.n = kilobytes * 1024 / 2 / (2 * kLanes) * (2 * kLanes);
+  b.x16.resize(size_t(b.n));
+  b.y16.assign(size_t(b.n), 0);
+  b.x32.resize(size_t(b.n));
+  b.y32.assign(size_t(b.n), 0.0f);
+  for (int64_t i = 0; i < b.n; ++i) {
+    b.x32[size_t(i)] = float(i % 977) * 0.001f;
+    b.x16[size_t(i)] = uint16_t(_cvtss_sh(b.x32[size_t(i)], _MM_FROUND_TO_NEAREST_INT));
+  }
+  const struct {
+    const char *name;
+    Kernel kernel;
+  } kernels[] = {{"f16 load", f16_load},         {"f16 store", f16_store},       {"f16 moments", f16_moments},
+                 {"f16 normalize", f16_normalize}, {"f32 moments", f32_moments}, {"f32 normalize", f32_normalize},
+                 {"f16 copy", f16_copy}};
+  constexpr size_t kKernels = sizeof kernels / sizeof kernels[0];
+  const double vectors = double(b.n / kLanes);
+  // Each round times the addition chain, then every kernel: a kernel's cycles are its time over
+  // the cycle time of its own round, so that a clock or a share of the core that drifts during
+  // the run (a virtual machine's) moves both alike.
+  const int64_t chain_calls = calibrate(add_chain, b);
+  int64_t calls[kKernels];
+  for (size_t k = 0; k < kKernels; ++k) calls[k] = calibrate(kernels[k].kernel, b);
+  std::vector<double> cycle_s, ns[kKernels], cycles[kKernels];
+  for (int r = 0; r < rounds; ++r) {
+    const double cycle = sample(add_chain, b, chain_calls) / double(kChain);
+    cycle_s.push_back(cycle);
+    for (size_t k = 0; k < kKernels; ++k) {
+      const double per_vector = sample(kernels[k].kernel, b, calls[k]) / vectors;
+      ns[k].push_back(per_vector * 1e9);
+      cycles[k].push_back(per_vector / cycle);
+    }
+  }
+  std::printf("%lld elements (float16 %lld KB, float32 %lld KB, each in and out), 1 thread, %d rounds; "
+              "clock %.2f GHz (median; a chain of dependent additions)\n",
+              static_cast<long long>(b.n), static_cast<long long>(b.n * 2 / 1024),
+              static_cast<long long>(b.n * 4 / 1024), rounds, 1e-9 / median(cycle_s));
+  double per_vector[kKernels];
+  std::printf("per 16-element vector, medians:\n");
+  for (size_t k = 0; k < kKernels; ++k) {
+    per_vector[k] = median(cycles[k]);
+    std::printf("  %-14s %6.3f ns  %5.2f cycles\n", kernels[k].name, median(ns[k]), per_vector[k]);
+  }
+  // Per element from here on, in cycles and in ns at the median clock.
+  const double clock_ns = median(cycle_s) * 1e9;
+  // A training forward: statistics, then normalization (each element through both).
+  const double f16_training = (per_vector[2] + per_vector[3]) / kLanes, f32_training = (per_vector[4] + per_vector[5]) / kLanes;
+  std::printf("training forward (moments + normalize) per element and thread: float16 %.3f cycles (%.3f ns), "
+              "float32 %.3f cycles (%.3f ns)\n",
+              f16_training, f16_training * clock_ns, f32_training, f32_training * clock_ns);
+  const double nchw = 32.0 * 256 * 56 * 56;
+  std::printf("  e.g. 32x256x56x56 on 2 threads at this clock, arithmetic alone: float16 %.2f ms, float32 %.2f ms\n",
+              f16_training * clock_ns * nchw / 2 * 1e-6, f32_training * clock_ns * nchw / 2 * 1e-6);
+  return 0;
+}
