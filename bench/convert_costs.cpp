@@ -15,7 +15,8 @@
 //   f32 normalize  the float32 normalization: (x - mean) * scale + shift (two roundings)
 //   f16 copy       32 bytes loaded and stored, nothing converted (the floors' work per vector)
 // The cycles come from a chain of dependent integer additions timed the same way (one per
-// cycle), so they hold at whatever clock the core runs. The last lines model a training
+// cycle), in every round, so they hold at whatever clock the core runs; not while another
+// process shares the core (it slows the chain and the loops unevenly): run it on a quiet one. The last lines model a training
 // forward (statistics then normalization: each element through both) per element and thread:
 // with n elements on t threads it cannot take less than n / t times that, against the time of
 // bench/cpu.py's copy floor for the same bytes (bench/RESULTS.md, "Stop 36").
@@ -63,10 +64,20 @@ inline float lane_sum(__m512 v) {
   return s;
 }
 
+// The buffers, for the program's life. Each starts on a 4 KB page, the outputs half a page in:
+// a load whose address matches an earlier store's in its low 12 bits waits for that store
+// (4K aliasing), and the times would depend on where the allocator put them (float32
+// normalization 2.7 against 7.3 cycles a vector, two runs with the outputs 16 bytes apart).
+template <class T> T *on_page(int64_t n, int64_t offset_bytes) {
+  const size_t bytes = size_t(n) * sizeof(T) + size_t(offset_bytes);
+  char *page = static_cast<char *>(std::aligned_alloc(4096, (bytes + 4095) / 4096 * 4096));
+  std::memset(page, 0, bytes);
+  return reinterpret_cast<T *>(page + offset_bytes);
+}
 struct Buffers {
   int64_t n;  // elements, a multiple of 2 * kLanes
-  std::vector<uint16_t> x16, y16;
-  std::vector<float> x32, y32;
+  uint16_t *x16, *y16;
+  float *x32, *y32;
 };
 
 // The formulas, each over the whole buffer. Two vectors an iteration (two accumulators per
@@ -82,36 +93,34 @@ void f16_load(Buffers &b) {
 void f16_store(Buffers &b) {
   for (int64_t i = 0; i < b.n; i += kLanes) store_half16(&b.y16[i], _mm512_loadu_ps(&b.x32[i]));
 }
-void f16_moments(Buffers &b) {
+// The statistics' loop: d = x - origin, sum d, sum d * d. load(i): the float32 vector of
+// elements i .. i + 15; square_add(d, q): q + d * d, rounded as the type's formula rounds it.
+template <class Load, class SquareAdd> float moments(int64_t n, Load load, SquareAdd square_add) {
   const __m512 origin = _mm512_set1_ps(0.25f);
   __m512 a0 = _mm512_setzero_ps(), a1 = a0, q0 = a0, q1 = a0;
-  for (int64_t i = 0; i < b.n; i += 2 * kLanes) {
-    const __m512 d0 = _mm512_sub_ps(load_half16(&b.x16[i]), origin);
-    const __m512 d1 = _mm512_sub_ps(load_half16(&b.x16[i + kLanes]), origin);
+  for (int64_t i = 0; i < n; i += 2 * kLanes) {
+    const __m512 d0 = _mm512_sub_ps(load(i), origin), d1 = _mm512_sub_ps(load(i + kLanes), origin);
     a0 = _mm512_add_ps(a0, d0);
-    q0 = _mm512_fmadd_ps(d0, d0, q0);
+    q0 = square_add(d0, q0);
     a1 = _mm512_add_ps(a1, d1);
-    q1 = _mm512_fmadd_ps(d1, d1, q1);
+    q1 = square_add(d1, q1);
   }
-  sink = lane_sum(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(q0, q1)));
+  return lane_sum(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(q0, q1)));
+}
+void f16_moments(Buffers &b) {  // 16-bit types: one rounding (FMA)
+  sink = moments(
+      b.n, [&](int64_t i) { return load_half16(&b.x16[i]); },
+      [](__m512 d, __m512 q) { return _mm512_fmadd_ps(d, d, q); });
 }
 void f16_normalize(Buffers &b) {
   const __m512 mean = _mm512_set1_ps(0.25f), scale = _mm512_set1_ps(1.5f), shift = _mm512_set1_ps(-0.5f);
   for (int64_t i = 0; i < b.n; i += kLanes)
     store_half16(&b.y16[i], _mm512_fmadd_ps(_mm512_sub_ps(load_half16(&b.x16[i]), mean), scale, shift));
 }
-void f32_moments(Buffers &b) {
-  const __m512 origin = _mm512_set1_ps(0.25f);
-  __m512 a0 = _mm512_setzero_ps(), a1 = a0, q0 = a0, q1 = a0;
-  for (int64_t i = 0; i < b.n; i += 2 * kLanes) {
-    const __m512 d0 = _mm512_sub_ps(_mm512_loadu_ps(&b.x32[i]), origin);
-    const __m512 d1 = _mm512_sub_ps(_mm512_loadu_ps(&b.x32[i + kLanes]), origin);
-    a0 = _mm512_add_ps(a0, d0);
-    q0 = _mm512_add_ps(q0, _mm512_mul_ps(d0, d0));
-    a1 = _mm512_add_ps(a1, d1);
-    q1 = _mm512_add_ps(q1, _mm512_mul_ps(d1, d1));
-  }
-  sink = lane_sum(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(q0, q1)));
+void f32_moments(Buffers &b) {  // float32: the product and the sum rounded apart
+  sink = moments(
+      b.n, [&](int64_t i) { return _mm512_loadu_ps(&b.x32[i]); },
+      [](__m512 d, __m512 q) { return _mm512_add_ps(q, _mm512_mul_ps(d, d)); });
 }
 void f32_normalize(Buffers &b) {
   const __m512 mean = _mm512_set1_ps(0.25f), scale = _mm512_set1_ps(1.5f), shift = _mm512_set1_ps(-0.5f);
@@ -125,11 +134,19 @@ void f16_copy(Buffers &b) {
                         _mm256_loadu_si256(reinterpret_cast<const __m256i *>(&b.x16[i])));
 }
 
-// A chain of 2^20 dependent additions: one cycle each.
+// A chain of 2^20 dependent register additions: one cycle each. Register to register, since
+// Golden Cove class cores fold additions of an immediate at rename (a chain of `add $1` ran
+// at up to six a cycle here); eight to an iteration, so that the loop's own counter and
+// branch hide under the chain.
 constexpr int64_t kChain = int64_t(1) << 20;
-void add_chain(Buffers &) {
-  int64_t v = 0;
-  for (int64_t i = 0; i < kChain; ++i) asm volatile("add $1, %0" : "+r"(v));
+void add_chain(Buffers &b) {
+  int64_t v = 0, step = b.n & 1 ? 2 : 1;  // 1, but not a constant the compiler can see through
+  for (int64_t i = 0; i < kChain; i += 8)
+    asm volatile(
+        "add %1, %0\n\tadd %1, %0\n\tadd %1, %0\n\tadd %1, %0\n\t"
+        "add %1, %0\n\tadd %1, %0\n\tadd %1, %0\n\tadd %1, %0"
+        : "+r"(v)
+        : "r"(step));
   sink = float(v);
 }
 
@@ -164,13 +181,13 @@ int main(int argc, char **argv) {
   }
   Buffers b;
   b.n = kilobytes * 1024 / 2 / (2 * kLanes) * (2 * kLanes);
-  b.x16.resize(size_t(b.n));
-  b.y16.assign(size_t(b.n), 0);
-  b.x32.resize(size_t(b.n));
-  b.y32.assign(size_t(b.n), 0.0f);
+  b.x16 = on_page<uint16_t>(b.n, 0);
+  b.y16 = on_page<uint16_t>(b.n, 2048);
+  b.x32 = on_page<float>(b.n, 0);
+  b.y32 = on_page<float>(b.n, 2048);
   for (int64_t i = 0; i < b.n; ++i) {
-    b.x32[size_t(i)] = float(i % 977) * 0.001f;
-    b.x16[size_t(i)] = uint16_t(_cvtss_sh(b.x32[size_t(i)], _MM_FROUND_TO_NEAREST_INT));
+    b.x32[i] = float(i % 977) * 0.001f;
+    b.x16[i] = uint16_t(_cvtss_sh(b.x32[i], _MM_FROUND_TO_NEAREST_INT));
   }
   const struct {
     const char *name;
@@ -201,10 +218,11 @@ int main(int argc, char **argv) {
               static_cast<long long>(b.n), static_cast<long long>(b.n * 2 / 1024),
               static_cast<long long>(b.n * 4 / 1024), rounds, 1e-9 / median(cycle_s));
   double per_vector[kKernels];
-  std::printf("per 16-element vector, medians:\n");
+  std::printf("per 16-element vector, median (fastest round):\n");
   for (size_t k = 0; k < kKernels; ++k) {
     per_vector[k] = median(cycles[k]);
-    std::printf("  %-14s %6.3f ns  %5.2f cycles\n", kernels[k].name, median(ns[k]), per_vector[k]);
+    std::printf("  %-14s %6.3f ns  %5.2f cycles (%.2f)\n", kernels[k].name, median(ns[k]), per_vector[k],
+                *std::min_element(cycles[k].begin(), cycles[k].end()));
   }
   // Per element from here on, in cycles and in ns at the median clock.
   const double clock_ns = median(cycle_s) * 1e9;
