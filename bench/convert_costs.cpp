@@ -14,15 +14,19 @@
 //   f32 moments    the float32 statistics: d = x - origin, sum d, sum d * d (two roundings)
 //   f32 normalize  the float32 normalization: (x - mean) * scale + shift (two roundings)
 //   f16 copy       32 bytes loaded and stored, nothing converted (the floors' work per vector)
-// The cycles come from a chain of dependent integer additions timed the same way (one per
-// cycle), in every round, so they hold at whatever clock the core runs; not while another
-// process shares the core (it slows the chain and the loops unevenly): run it on a quiet one. The last lines model a training
-// forward (statistics then normalization: each element through both) per element and thread:
-// with n elements on t threads it cannot take less than n / t times that, against the time of
-// bench/cpu.py's copy floor for the same bytes (bench/RESULTS.md, "Stop 36").
+// The cycles come from a chain of dependent register additions timed in every round (one a
+// cycle), so they hold at whatever clock the core runs, with two caveats: another process on
+// the core slows the chain and the loops unevenly (run it on a quiet machine), and a core
+// that lowers its clock for 512-bit code runs the chain faster than the loops (their cycles
+// then come out high; the ns do not). The last lines model a training forward (statistics,
+// then normalization: each element through both loops) per element and thread: n elements on
+// t threads take about n / t times that in arithmetic, to set beside bench/cpu.py's copy floor
+// for the same bytes (bench/RESULTS.md, "Stop 36"). pybn runs the two in one loop, which can
+// issue them a little tighter than two loops do.
 //
 // x86-64 with AVX-512 only. From the repository root (it does not use the library):
 //   g++ -O2 -mavx512f -mavx512bw -mavx512dq -mf16c bench/convert_costs.cpp -o /tmp/convert_costs
+// (no_contraction.h keeps float32 to two roundings without -ffp-contract=off)
 //   /tmp/convert_costs [kilobytes of float16 input] [rounds]
 // (default 8 KB: the float32 buffers, twice that in and out, stay in L1 too; 21 rounds).
 #include <immintrin.h>
@@ -35,6 +39,8 @@
 #include <cstring>
 #include <string>
 #include <vector>
+
+#include "no_contraction.h"  // float32 kept to two roundings, as the library
 
 namespace {
 
@@ -71,6 +77,10 @@ inline float lane_sum(__m512 v) {
 template <class T> T *on_page(int64_t n, int64_t offset_bytes) {
   const size_t bytes = size_t(n) * sizeof(T) + size_t(offset_bytes);
   char *page = static_cast<char *>(std::aligned_alloc(4096, (bytes + 4095) / 4096 * 4096));
+  if (page == nullptr) {
+    std::fprintf(stderr, "out of memory\n");
+    std::exit(1);
+  }
   std::memset(page, 0, bytes);
   return reinterpret_cast<T *>(page + offset_bytes);
 }
@@ -139,8 +149,9 @@ void f16_copy(Buffers &b) {
 // at up to six a cycle here); eight to an iteration, so that the loop's own counter and
 // branch hide under the chain.
 constexpr int64_t kChain = int64_t(1) << 20;
-void add_chain(Buffers &b) {
-  int64_t v = 0, step = b.n & 1 ? 2 : 1;  // 1, but not a constant the compiler can see through
+void add_chain(Buffers &) {
+  int64_t v = 0;
+  const int64_t step = 1;  // in a register ("r"): add %reg, %reg
   for (int64_t i = 0; i < kChain; i += 8)
     asm volatile(
         "add %1, %0\n\tadd %1, %0\n\tadd %1, %0\n\tadd %1, %0\n\t"
@@ -175,8 +186,8 @@ double median(std::vector<double> v) {
 int main(int argc, char **argv) {
   const int64_t kilobytes = argc > 1 ? std::atol(argv[1]) : 8;
   const int rounds = argc > 2 ? std::atoi(argv[2]) : 21;
-  if (kilobytes <= 0 || rounds <= 0) {
-    std::fprintf(stderr, "usage: %s [kilobytes of float16 input] [rounds]\n", argv[0]);
+  if (kilobytes <= 0 || kilobytes > (int64_t(1) << 20) || rounds <= 0) {
+    std::fprintf(stderr, "usage: %s [kilobytes of float16 input, at most 1048576] [rounds]\n", argv[0]);
     return 2;
   }
   Buffers b;
@@ -198,8 +209,8 @@ int main(int argc, char **argv) {
   constexpr size_t kKernels = sizeof kernels / sizeof kernels[0];
   const double vectors = double(b.n / kLanes);
   // Each round times the addition chain, then every kernel: a kernel's cycles are its time over
-  // the cycle time of its own round, so that a clock or a share of the core that drifts during
-  // the run (a virtual machine's) moves both alike.
+  // the cycle time of its own round, so that a clock that drifts during the run moves both
+  // alike (another process sharing the core does not: see the top of the file).
   const int64_t chain_calls = calibrate(add_chain, b);
   int64_t calls[kKernels];
   for (size_t k = 0; k < kKernels; ++k) calls[k] = calibrate(kernels[k].kernel, b);
@@ -218,21 +229,26 @@ int main(int argc, char **argv) {
               static_cast<long long>(b.n), static_cast<long long>(b.n * 2 / 1024),
               static_cast<long long>(b.n * 4 / 1024), rounds, 1e-9 / median(cycle_s));
   double per_vector[kKernels];
-  std::printf("per 16-element vector, median (fastest round):\n");
+  // The fastest: the kernel's fastest sample over the chain's fastest (an interrupted chain
+  // sample would make a round's cycles look few).
+  const double fastest_cycle = *std::min_element(cycle_s.begin(), cycle_s.end());
+  std::printf("per 16-element vector, median (fastest):\n");
   for (size_t k = 0; k < kKernels; ++k) {
     per_vector[k] = median(cycles[k]);
     std::printf("  %-14s %6.3f ns  %5.2f cycles (%.2f)\n", kernels[k].name, median(ns[k]), per_vector[k],
-                *std::min_element(cycles[k].begin(), cycles[k].end()));
+                *std::min_element(ns[k].begin(), ns[k].end()) * 1e-9 / fastest_cycle);
   }
   // Per element from here on, in cycles and in ns at the median clock.
   const double clock_ns = median(cycle_s) * 1e9;
   // A training forward: statistics, then normalization (each element through both).
-  const double f16_training = (per_vector[2] + per_vector[3]) / kLanes, f32_training = (per_vector[4] + per_vector[5]) / kLanes;
+  const double f16_training = (per_vector[2] + per_vector[3]) / kLanes;
+  const double f32_training = (per_vector[4] + per_vector[5]) / kLanes;
   std::printf("training forward (moments + normalize) per element and thread: float16 %.3f cycles (%.3f ns), "
               "float32 %.3f cycles (%.3f ns)\n",
               f16_training, f16_training * clock_ns, f32_training, f32_training * clock_ns);
   const double nchw = 32.0 * 256 * 56 * 56;
-  std::printf("  e.g. 32x256x56x56 on 2 threads at this clock, arithmetic alone: float16 %.2f ms, float32 %.2f ms\n",
+  std::printf("  e.g. 32x256x56x56 on 2 threads at this clock, arithmetic alone: "
+              "float16 %.2f ms, float32 %.2f ms\n",
               f16_training * clock_ns * nchw / 2 * 1e-6, f32_training * clock_ns * nchw / 2 * 1e-6);
   return 0;
 }

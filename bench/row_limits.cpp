@@ -50,6 +50,7 @@
 #include <vector>
 
 #include "limits_common.h"
+#include "no_contraction.h"  // float32 kept to two roundings, as the library
 
 namespace {
 

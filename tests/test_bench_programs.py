@@ -76,3 +76,14 @@ def test_bench_program_runs(source, args, expected, built):
     if expected == "pybn/alongside":  # the arithmetic contestants were timed
         for name in ("arith", "alongside"):
             assert re.search(rf"\b{name} \d+\.\d{{3}}", ran.stdout), ran.stdout
+    if source == "convert_costs.cpp":  # every formula timed, and the model computed from them
+        for name in ("f16 load", "f16 store", "f16 moments", "f16 normalize", "f32 moments",
+                     "f32 normalize", "f16 copy"):
+            pattern = rf"^  {name} +(\d+\.\d{{3}}) ns +(\d+\.\d{{2}}) cycles \((\d+\.\d{{2}})\)$"
+            line = re.search(pattern, ran.stdout, re.M)
+            assert line and all(float(v) > 0 for v in line.groups()), ran.stdout
+        pattern = r"float16 (\d+\.\d+) cycles \((\d+\.\d+) ns\), float32 (\d+\.\d+) cycles"
+        model = re.search(pattern, ran.stdout)
+        assert model and all(float(v) > 0 for v in model.groups()), ran.stdout
+        pattern = r"arithmetic alone: float16 \d+\.\d{2} ms, float32 \d+\.\d{2} ms"
+        assert re.search(pattern, ran.stdout), ran.stdout
