@@ -381,7 +381,8 @@ def test_misaligned_arrays(make_inputs, rng, dtype_name, shape, axis):
 # where the ISA has masked stores the kernels write the head up to the output's first vector
 # boundary with one and every later vector whole, and flat passes lay their coefficient
 # arrays out to match (write_elements, aligned_writes and coeff_lead in kernels.inc), where the
-# inputs start at the same position in a vector as the output. Where the buffers start must not
+# inputs start at the same position in a vector as the output (16-bit outputs of one input:
+# always, their input then read across lines). Where the buffers start must not
 # change a bit: every offset, of the output alone or of inputs and output together, gives the
 # bits of offset 0 (checked against the float64 reference), in place as well, and so does dx
 # accumulated ("add") into a buffer at any offset.
