@@ -342,6 +342,42 @@ def test_streamed_outputs_at_any_alignment(make_inputs, rng, dtype_name, offset)
                            fix_gamma=False)
 
 
+# Streamed row layouts (7x7 maps, blocks of channels, large enough to stream): the blocks are
+# fitted to the output's lines and the coefficient arrays laid out to match wherever x lies
+# (aligned_writes: streamed outputs align to themselves). Where x, dy, y and dx lie moves the
+# blocks' boundaries, never a bit: each placement (elements past a line) against (0, 0), which
+# is checked against the float64 reference; float32 and float64 normalize alongside the next
+# block's statistics, float16 block after block.
+@pytest.mark.parametrize("dtype_name", ["float16", "float32", "float64"])
+def test_streamed_row_layout_at_any_placement(make_inputs, rng, dtype_name):
+    dtype = resolve_dtype(dtype_name)
+    shape = (96 if dtype.itemsize == 2 else 48, 512, 7, 7)
+    assert np.prod(shape) * dtype.itemsize >= 4 << 20  # kStreamBytes in kernels.inc
+    assert _row_blocks(shape[1], 49, dtype)[0] >= 4  # the fused row layout on 1 or 2 threads
+    inputs = make_inputs(shape, axis=1, dtype=dtype)
+    dy0 = rng.standard_normal(shape).astype(dtype)
+    results = {}
+    for x_at, y_at in ((0, 0), (0, 4), (4, 0), (3, 13), (8, 8)):
+        data, dy = _past_line(inputs["data"], x_at), _past_line(dy0, x_at)
+        moving = inputs["moving_mean"].copy(), inputs["moving_var"].copy()
+        y, mean, invstd = pybn.batch_norm(data, inputs["gamma"], inputs["beta"], *moving,
+                                          out=_past_line(poisoned(shape, dtype), y_at),
+                                          output_mean_var=True, fix_gamma=False)
+        dx = _past_line(poisoned(shape, dtype), y_at)
+        _, dgamma, dbeta = pybn.batch_norm_backward(dy, data, inputs["gamma"], mean, invstd,
+                                                    fix_gamma=False, dx=dx)
+        results[x_at, y_at] = dict(y=y, mean=mean, invstd=invstd, dx=dx, dgamma=dgamma, dbeta=dbeta)
+    base = results[0, 0]
+    expected = forward_reference(**inputs, fix_gamma=False, training=True)
+    for name in ("y", "mean", "invstd"):
+        assert_close(base[name], expected[name], what=name)
+    assert_gradients_close((base["dx"], base["dgamma"], base["dbeta"]), dy0, inputs["data"],
+                           inputs["gamma"], base["mean"], base["invstd"], fix_gamma=False)
+    for key, got in results.items():
+        for name, value in got.items():
+            assert_bitwise_equal(value, base[name], what=f"{name}, x and dy at {key[0]}, y and dx at {key[1]}")
+
+
 def _misaligned(array):
     """A copy of `array` one byte past an element boundary (NumPy allows such arrays; the
     kernels must read them and write them without streaming stores, which need alignment)."""
@@ -440,6 +476,25 @@ def test_outputs_in_cache_at_any_offset(make_inputs, rng, dtype_name, shape, axi
         assert_bitwise_equal(grads[key], grads[0, 0], what=f"dx added, (dx, inputs) at {key}")
     assert_gradients_close((grads[0, 0], None, None), dy, data, inputs["gamma"], mean, invstd,
                            fix_gamma=False, axis=axis, initial=(start, None, None))
+
+    # Under global statistics dx reads dy alone (16-bit dx is then aligned to itself wherever dy
+    # lies: aligned_writes); dgamma's sums still read x. dx written and added at the offset, dy
+    # and data at NumPy's place, against dx at offset 0 and the float64 reference.
+    for req in ("write", "add"):
+        got = {}
+        for at in (0, offset):
+            dx = _at_offset(start, at)
+            dgamma = np.full(shape[axis], np.nan, dtype=mean.dtype)
+            pybn.batch_norm_backward(dy, data, inputs["gamma"], mean, invstd, fix_gamma=False,
+                                     use_global_stats=True, axis=axis, grad_req=(req, "write", "null"),
+                                     dx=dx, dgamma=dgamma)
+            got[at] = dx, dgamma
+        for name, k in (("dx", 0), ("dgamma", 1)):
+            assert_bitwise_equal(got[offset][k], got[0][k],
+                                 what=f"{name}, global statistics, grad_req {req}, dx at {offset}")
+        assert_gradients_close((got[0][0], got[0][1], None), dy, data, inputs["gamma"], mean, invstd,
+                               fix_gamma=False, use_global_stats=True, axis=axis,
+                               initial=(start if req == "add" else None, None, None))
 
 
 # (300, 6, inner): one channel block; (40 or 41, 300, 17): four blocks of 75 channels
@@ -634,10 +689,11 @@ def test_row_layout_four_blocks(make_inputs, rng, dtype_name, inner):
 
 # Row-layout blocks fitted to the output's lines (LineGrid, RowLayout::shift in kernels.inc):
 # rows of whole lines, blocks of whole line periods, and where x (and dy) start at the same
-# place in a line as the output, the first block shorter so that every other block's row
-# pieces start on a line. Where the buffers start moves the blocks' boundaries, never a bit:
-# x, dy, y and dx at each offset together (the shift differs), and x elsewhere than y (no
-# shift), against offset 0 (on a line), which is checked against the float64 reference. (16, 96, 7, 7): 6
+# place in a line as the output (16-bit forwards: wherever x lies), the first block shorter so
+# that every other block's row pieces start on a line. Where the buffers start moves the blocks'
+# boundaries, never a bit: x, dy, y and dx at each offset together (the shift differs), and x
+# elsewhere than y (16-bit forwards: shifted to y's lines; otherwise no shift), against offset 0
+# (on a line), which is checked against the float64 reference. (16, 96, 7, 7): 6
 # blocks of 16 float32 maps, 3 of 32 float16, 12 of 8 float64; 14x14 maps 4 to a block (float32,
 # whose channel boundaries fall on lines where the buffers start a multiple of 16 bytes past
 # one), in 40 rows (fewer go by long runs); 2-D rows of 300 (the column strips take fewer): 4
@@ -656,7 +712,7 @@ def test_row_blocks_on_output_lines(make_inputs, rng, dtype_name, shape):
     inputs = make_inputs(shape, axis=1, dtype=dtype)
     dy0 = rng.standard_normal(shape).astype(dtype)
     results = {}
-    for x_at, y_at in ((0, 0), (1, 1), (4, 4), (8, 8), (13, 13), (5, 0)):
+    for x_at, y_at in ((0, 0), (1, 1), (4, 4), (8, 8), (13, 13), (5, 0), (0, 5), (5, 13)):
         data, dy = _past_line(inputs["data"], x_at), _past_line(dy0, x_at)
         moving = inputs["moving_mean"].copy(), inputs["moving_var"].copy()
         y, mean, invstd = pybn.batch_norm(data, inputs["gamma"], inputs["beta"], *moving,
