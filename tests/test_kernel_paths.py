@@ -342,22 +342,13 @@ def test_streamed_outputs_at_any_alignment(make_inputs, rng, dtype_name, offset)
                            fix_gamma=False)
 
 
-# Streamed row layouts (7x7 maps, blocks of channels, large enough to stream): the blocks are
-# fitted to the output's lines and the coefficient arrays laid out to match wherever x lies
-# (aligned_writes: streamed outputs align to themselves). Where x, dy, y and dx lie moves the
-# blocks' boundaries, never a bit: each placement (elements past a line) against (0, 0), which
-# is checked against the float64 reference; float32 and float64 normalize alongside the next
-# block's statistics, float16 block after block.
-@pytest.mark.parametrize("dtype_name", ["float16", "float32", "float64"])
-def test_streamed_row_layout_at_any_placement(make_inputs, rng, dtype_name):
-    dtype = resolve_dtype(dtype_name)
-    shape = (96 if dtype.itemsize == 2 else 48, 512, 7, 7)
-    assert np.prod(shape) * dtype.itemsize >= 4 << 20  # kStreamBytes in kernels.inc
-    assert _row_blocks(shape[1], 49, dtype)[0] >= 4  # the fused row layout on 1 or 2 threads
-    inputs = make_inputs(shape, axis=1, dtype=dtype)
-    dy0 = rng.standard_normal(shape).astype(dtype)
+def _check_placements(inputs, dy0, placements):
+    """Training forward and backward with x and dy `x_at` elements past a 64-byte line, y and dx
+    `y_at` past one, for each (x_at, y_at) in placements (the first (0, 0)): every output the
+    same bits as at (0, 0), which is checked against the float64 reference."""
+    shape, dtype = inputs["data"].shape, inputs["data"].dtype
     results = {}
-    for x_at, y_at in ((0, 0), (0, 4), (4, 0), (3, 13), (8, 8)):
+    for x_at, y_at in placements:
         data, dy = _past_line(inputs["data"], x_at), _past_line(dy0, x_at)
         moving = inputs["moving_mean"].copy(), inputs["moving_var"].copy()
         y, mean, invstd = pybn.batch_norm(data, inputs["gamma"], inputs["beta"], *moving,
@@ -376,6 +367,22 @@ def test_streamed_row_layout_at_any_placement(make_inputs, rng, dtype_name):
     for key, got in results.items():
         for name, value in got.items():
             assert_bitwise_equal(value, base[name], what=f"{name}, x and dy at {key[0]}, y and dx at {key[1]}")
+
+
+# Streamed row layouts (7x7 maps, blocks of channels, large enough to stream): the blocks are
+# fitted to the output's lines and the coefficient arrays laid out to match wherever x lies
+# (aligned_writes: streamed outputs align to themselves). Where x, dy, y and dx lie moves the
+# blocks' boundaries, never a bit: each placement (elements past a line) against (0, 0), which
+# is checked against the float64 reference; float32 and float64 normalize alongside the next
+# block's statistics, float16 block after block.
+@pytest.mark.parametrize("dtype_name", ["float16", "float32", "float64"])
+def test_streamed_row_layout_at_any_placement(make_inputs, rng, dtype_name):
+    dtype = resolve_dtype(dtype_name)
+    shape = (96 if dtype.itemsize == 2 else 48, 512, 7, 7)
+    assert np.prod(shape) * dtype.itemsize >= 4 << 20  # kStreamBytes in kernels.inc
+    assert _row_blocks(shape[1], 49, dtype)[0] >= 4  # the fused row layout on 1 or 2 threads
+    _check_placements(make_inputs(shape, axis=1, dtype=dtype), rng.standard_normal(shape).astype(dtype),
+                      ((0, 0), (0, 4), (4, 0), (3, 13), (8, 8)))
 
 
 def _misaligned(array):
@@ -709,28 +716,8 @@ def test_row_blocks_on_output_lines(make_inputs, rng, dtype_name, shape):
     period = _line_period(shape[1], inner, dtype)
     assert blocks > 1 and period > 1 and per_block % period == 0
     assert np.prod(shape) * dtype.itemsize < 4 << 20  # in cache: the fused path, blocks a thread owns
-    inputs = make_inputs(shape, axis=1, dtype=dtype)
-    dy0 = rng.standard_normal(shape).astype(dtype)
-    results = {}
-    for x_at, y_at in ((0, 0), (1, 1), (4, 4), (8, 8), (13, 13), (5, 0), (0, 5), (5, 13)):
-        data, dy = _past_line(inputs["data"], x_at), _past_line(dy0, x_at)
-        moving = inputs["moving_mean"].copy(), inputs["moving_var"].copy()
-        y, mean, invstd = pybn.batch_norm(data, inputs["gamma"], inputs["beta"], *moving,
-                                          out=_past_line(poisoned(shape, dtype), y_at),
-                                          output_mean_var=True, fix_gamma=False)
-        dx = _past_line(poisoned(shape, dtype), y_at)
-        _, dgamma, dbeta = pybn.batch_norm_backward(dy, data, inputs["gamma"], mean, invstd,
-                                                    fix_gamma=False, dx=dx)
-        results[x_at, y_at] = dict(y=y, mean=mean, invstd=invstd, dx=dx, dgamma=dgamma, dbeta=dbeta)
-    base = results[0, 0]
-    expected = forward_reference(**inputs, fix_gamma=False, training=True)
-    for name in ("y", "mean", "invstd"):
-        assert_close(base[name], expected[name], what=name)
-    assert_gradients_close((base["dx"], base["dgamma"], base["dbeta"]), dy0, inputs["data"],
-                           inputs["gamma"], base["mean"], base["invstd"], fix_gamma=False)
-    for key, got in results.items():
-        for name, value in got.items():
-            assert_bitwise_equal(value, base[name], what=f"{name}, x and dy at {key[0]}, y and dx at {key[1]}")
+    _check_placements(make_inputs(shape, axis=1, dtype=dtype), rng.standard_normal(shape).astype(dtype),
+                      ((0, 0), (1, 1), (4, 4), (8, 8), (13, 13), (5, 0), (0, 5), (5, 13)))
 
 
 # Per-channel work (statistics to coefficients, the (C,) outputs, moving statistics, dgamma and
