@@ -343,9 +343,9 @@ def test_streamed_outputs_at_any_alignment(make_inputs, rng, dtype_name, offset)
 
 
 def _check_placements(inputs, dy0, placements):
-    """Training forward and backward with x and dy `x_at` elements past a 64-byte line, y and dx
-    `y_at` past one, for each (x_at, y_at) in placements (the first (0, 0)): every output the
-    same bits as at (0, 0), which is checked against the float64 reference."""
+    """Training forward, inference and backward with x and dy `x_at` elements past a 64-byte
+    line, y and dx `y_at` past one, for each (x_at, y_at) in placements (the first (0, 0)): every
+    output the same bits as at (0, 0), which is checked against the float64 reference."""
     shape, dtype = inputs["data"].shape, inputs["data"].dtype
     results = {}
     for x_at, y_at in placements:
@@ -354,14 +354,23 @@ def _check_placements(inputs, dy0, placements):
         y, mean, invstd = pybn.batch_norm(data, inputs["gamma"], inputs["beta"], *moving,
                                           out=_past_line(poisoned(shape, dtype), y_at),
                                           output_mean_var=True, fix_gamma=False)
+        y_infer = pybn.batch_norm(data, inputs["gamma"], inputs["beta"], *moving, training=False,
+                                  out=_past_line(poisoned(shape, dtype), y_at), fix_gamma=False)
         dx = _past_line(poisoned(shape, dtype), y_at)
         _, dgamma, dbeta = pybn.batch_norm_backward(dy, data, inputs["gamma"], mean, invstd,
                                                     fix_gamma=False, dx=dx)
-        results[x_at, y_at] = dict(y=y, mean=mean, invstd=invstd, dx=dx, dgamma=dgamma, dbeta=dbeta)
+        results[x_at, y_at] = dict(y=y, mean=mean, invstd=invstd, moving_mean=moving[0], moving_var=moving[1],
+                                   y_infer=y_infer, dx=dx, dgamma=dgamma, dbeta=dbeta)
     base = results[0, 0]
     expected = forward_reference(**inputs, fix_gamma=False, training=True)
     for name in ("y", "mean", "invstd"):
         assert_close(base[name], expected[name], what=name)
+    for name in ("moving_mean", "moving_var"):
+        assert_close(base[name], expected[name], what=name)
+    # inference with the moving statistics the training call left
+    expected_infer = forward_reference(inputs["data"], inputs["gamma"], inputs["beta"], base["moving_mean"],
+                                       base["moving_var"], fix_gamma=False, training=False)
+    assert_close(base["y_infer"], expected_infer["y"], what="y (inference)")
     assert_gradients_close((base["dx"], base["dgamma"], base["dbeta"]), dy0, inputs["data"],
                            inputs["gamma"], base["mean"], base["invstd"], fix_gamma=False)
     for key, got in results.items():
@@ -380,9 +389,22 @@ def test_streamed_row_layout_at_any_placement(make_inputs, rng, dtype_name):
     dtype = resolve_dtype(dtype_name)
     shape = (96 if dtype.itemsize == 2 else 48, 512, 7, 7)
     assert np.prod(shape) * dtype.itemsize >= 4 << 20  # kStreamBytes in kernels.inc
-    assert _row_blocks(shape[1], 49, dtype)[0] >= 4  # the fused row layout on 1 or 2 threads
+    blocks, per_block = _row_blocks(shape[1], 49, dtype)
+    assert blocks >= 4 and shape[0] * per_block * 49 * dtype.itemsize * 2 <= 1 << 20  # fused (x and dy)
     _check_placements(make_inputs(shape, axis=1, dtype=dtype), rng.standard_normal(shape).astype(dtype),
-                      ((0, 0), (0, 4), (4, 0), (3, 13), (8, 8)))
+                      ((0, 0), (0, 4), (4, 0), (3, 13), (2, 2)))
+
+
+# Streamed 2-D rows (one block: statistics by row groups, then a flat pass whose per-position
+# coefficient arrays are laid out for the output's lines wherever x lies), the same way.
+@pytest.mark.parametrize("dtype_name", DTYPE_NAMES)
+def test_streamed_rows_at_any_placement(make_inputs, rng, dtype_name):
+    dtype = resolve_dtype(dtype_name)
+    shape = (4096 if dtype.itemsize == 2 else 2048, 512)
+    assert np.prod(shape) * dtype.itemsize >= 4 << 20  # kStreamBytes in kernels.inc
+    assert _row_blocks(shape[1], 1, dtype)[0] == 1
+    _check_placements(make_inputs(shape, axis=1, dtype=dtype), rng.standard_normal(shape).astype(dtype),
+                      ((0, 0), (0, 4), (4, 0), (3, 13), (2, 2)))
 
 
 def _misaligned(array):
@@ -490,7 +512,7 @@ def test_outputs_in_cache_at_any_offset(make_inputs, rng, dtype_name, shape, axi
     for req in ("write", "add"):
         got = {}
         for at in (0, offset):
-            dx = _at_offset(start, at)
+            dx = _at_offset(start if req == "add" else poisoned(shape, dtype), at)
             dgamma = np.full(shape[axis], np.nan, dtype=mean.dtype)
             pybn.batch_norm_backward(dy, data, inputs["gamma"], mean, invstd, fix_gamma=False,
                                      use_global_stats=True, axis=axis, grad_req=(req, "write", "null"),
@@ -717,7 +739,7 @@ def test_row_blocks_on_output_lines(make_inputs, rng, dtype_name, shape):
     assert blocks > 1 and period > 1 and per_block % period == 0
     assert np.prod(shape) * dtype.itemsize < 4 << 20  # in cache: the fused path, blocks a thread owns
     _check_placements(make_inputs(shape, axis=1, dtype=dtype), rng.standard_normal(shape).astype(dtype),
-                      ((0, 0), (1, 1), (4, 4), (8, 8), (13, 13), (5, 0), (0, 5), (5, 13)))
+                      ((0, 0), (1, 1), (4, 4), (8, 8), (13, 13), (5, 0), (0, 5), (5, 11)))
 
 
 # Per-channel work (statistics to coefficients, the (C,) outputs, moving statistics, dgamma and
