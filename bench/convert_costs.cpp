@@ -7,6 +7,8 @@
 // the row is compute-bound on this machine, whatever the memory does. This program measures
 // that arithmetic by itself, in loops over buffers that stay in L1 (by default), one thread:
 //   f16 load       convert 16 halves in and add them up (F16C / AVX-512 vcvtph2ps)
+//   ... x4         the same with four accumulators per sum instead of two: where it is faster,
+//                  the two-accumulator line timed the chains of additions, not the instructions
 //   f16 store      convert 16 floats to halves and store them (vcvtps2ph)
 //   f16 moments    pybn's 16-bit statistics: convert in, d = x - origin, sum d, sum d * d (FMA)
 //   f16 normalize  pybn's 16-bit normalization: convert in, (x - mean) * scale + shift (FMA),
@@ -84,40 +86,48 @@ template <class T> T *on_page(int64_t n, int64_t offset_bytes) {
   return reinterpret_cast<T *>(page + offset_bytes);
 }
 struct Buffers {
-  int64_t n;  // elements, a multiple of 2 * kLanes
+  int64_t n;  // elements, a multiple of 4 * kLanes
   uint16_t *x16, *y16;
   float *x32, *y32;
 };
 
-// The formulas, each over the whole buffer. Two vectors an iteration (two accumulators per
-// sum), as pybn's loops take two logical vectors a step.
-void f16_load(Buffers &b) {
-  __m512 s0 = _mm512_setzero_ps(), s1 = s0;
-  for (int64_t i = 0; i < b.n; i += 2 * kLanes) {
-    s0 = _mm512_add_ps(s0, load_half16(&b.x16[i]));
-    s1 = _mm512_add_ps(s1, load_half16(&b.x16[i + kLanes]));
-  }
-  sink = lane_sum(_mm512_add_ps(s0, s1));
+// The formulas, each over the whole buffer. The reductions take Chains vectors an iteration
+// (Chains accumulators per sum): two, as pybn's loops take two logical vectors a step, or four
+// (an addition's latency is about 3 cycles here, so two chains allow at most one vector every
+// 1.5 cycles).
+template <int Chains> void f16_load(Buffers &b) {
+  __m512 s[Chains];
+  for (int k = 0; k < Chains; ++k) s[k] = _mm512_setzero_ps();
+  for (int64_t i = 0; i < b.n; i += Chains * kLanes)
+#pragma GCC unroll 4
+    for (int k = 0; k < Chains; ++k) s[k] = _mm512_add_ps(s[k], load_half16(&b.x16[i + k * kLanes]));
+  for (int k = 1; k < Chains; ++k) s[0] = _mm512_add_ps(s[0], s[k]);
+  sink = lane_sum(s[0]);
 }
 void f16_store(Buffers &b) {
   for (int64_t i = 0; i < b.n; i += kLanes) store_half16(&b.y16[i], _mm512_loadu_ps(&b.x32[i]));
 }
 // The statistics' loop: d = x - origin, sum d, sum d * d. load(i): the float32 vector of
 // elements i .. i + 15; square_add(d, q): q + d * d, rounded as the type's formula rounds it.
-template <class Load, class SquareAdd> float moments(int64_t n, Load load, SquareAdd square_add) {
+template <int Chains, class Load, class SquareAdd> float moments(int64_t n, Load load, SquareAdd square_add) {
   const __m512 origin = _mm512_set1_ps(0.25f);
-  __m512 a0 = _mm512_setzero_ps(), a1 = a0, q0 = a0, q1 = a0;
-  for (int64_t i = 0; i < n; i += 2 * kLanes) {
-    const __m512 d0 = _mm512_sub_ps(load(i), origin), d1 = _mm512_sub_ps(load(i + kLanes), origin);
-    a0 = _mm512_add_ps(a0, d0);
-    q0 = square_add(d0, q0);
-    a1 = _mm512_add_ps(a1, d1);
-    q1 = square_add(d1, q1);
+  __m512 a[Chains], q[Chains];
+  for (int k = 0; k < Chains; ++k) a[k] = q[k] = _mm512_setzero_ps();
+  for (int64_t i = 0; i < n; i += Chains * kLanes)
+#pragma GCC unroll 4
+    for (int k = 0; k < Chains; ++k) {
+      const __m512 d = _mm512_sub_ps(load(i + k * kLanes), origin);
+      a[k] = _mm512_add_ps(a[k], d);
+      q[k] = square_add(d, q[k]);
+    }
+  for (int k = 1; k < Chains; ++k) {
+    a[0] = _mm512_add_ps(a[0], a[k]);
+    q[0] = _mm512_add_ps(q[0], q[k]);
   }
-  return lane_sum(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(q0, q1)));
+  return lane_sum(_mm512_add_ps(a[0], q[0]));
 }
-void f16_moments(Buffers &b) {  // 16-bit types: one rounding (FMA)
-  sink = moments(
+template <int Chains> void f16_moments(Buffers &b) {  // 16-bit types: one rounding (FMA)
+  sink = moments<Chains>(
       b.n, [&](int64_t i) { return load_half16(&b.x16[i]); },
       [](__m512 d, __m512 q) { return _mm512_fmadd_ps(d, d, q); });
 }
@@ -126,8 +136,8 @@ void f16_normalize(Buffers &b) {
   for (int64_t i = 0; i < b.n; i += kLanes)
     store_half16(&b.y16[i], _mm512_fmadd_ps(_mm512_sub_ps(load_half16(&b.x16[i]), mean), scale, shift));
 }
-void f32_moments(Buffers &b) {  // float32: the product and the sum rounded apart
-  sink = moments(
+template <int Chains> void f32_moments(Buffers &b) {  // float32: the product and the sum rounded apart
+  sink = moments<Chains>(
       b.n, [&](int64_t i) { return _mm512_loadu_ps(&b.x32[i]); },
       [](__m512 d, __m512 q) { return _mm512_add_ps(q, _mm512_mul_ps(d, d)); });
 }
@@ -190,7 +200,7 @@ int main(int argc, char **argv) {
     return 2;
   }
   Buffers b;
-  b.n = kilobytes * 1024 / 2 / (2 * kLanes) * (2 * kLanes);
+  b.n = kilobytes * 1024 / 2 / (4 * kLanes) * (4 * kLanes);
   b.x16 = on_page<uint16_t>(b.n, 0);
   b.y16 = on_page<uint16_t>(b.n, 2048);
   b.x32 = on_page<float>(b.n, 0);
@@ -202,9 +212,10 @@ int main(int argc, char **argv) {
   const struct {
     const char *name;
     Kernel kernel;
-  } kernels[] = {{"f16 load", f16_load},         {"f16 store", f16_store},       {"f16 moments", f16_moments},
-                 {"f16 normalize", f16_normalize}, {"f32 moments", f32_moments}, {"f32 normalize", f32_normalize},
-                 {"f16 copy", f16_copy}};
+  } kernels[] = {{"f16 load", f16_load<2>},       {"f16 store", f16_store},          {"f16 moments", f16_moments<2>},
+                 {"f16 normalize", f16_normalize}, {"f32 moments", f32_moments<2>},   {"f32 normalize", f32_normalize},
+                 {"f16 copy", f16_copy},           {"f16 load x4", f16_load<4>},      {"f16 moments x4", f16_moments<4>},
+                 {"f32 moments x4", f32_moments<4>}};
   constexpr size_t kKernels = sizeof kernels / sizeof kernels[0];
   const double vectors = double(b.n / kLanes);
   // Each round times the addition chain, then every kernel: a kernel's cycles are its time over
