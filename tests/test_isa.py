@@ -85,6 +85,14 @@ CASES = [
     ((48, 1000), 1, "float16"),            # strips ending in part of a vector (masked on
     ((100, 777), 1, "float32"),            # AVX-512, element by element elsewhere)
     ((64, 1000), 1, "float64"),
+    # rows of 16 channels in one chunk of 131072 elements: summed as wide rows on one thread,
+    # the second pass split over the team (two_pass_team); channel-last the same
+    ((8192, 16), 1, "float32"),
+    ((2, 64, 64, 16), -1, "float16"),
+    # a channel's positions filled by whole vectors, the last over the one before (fill_run):
+    # 17 float32 and 9 float64 positions in the AVX-512 build, more vectors in the others
+    ((6, 40, 17), 1, "float32"),
+    ((6, 40, 9), 1, "float64"),
 ]
 
 WORKER = r"""
