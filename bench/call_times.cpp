@@ -8,6 +8,7 @@
 //   g++ -O2 -I$(python -c 'import pybn; print(pybn.get_include())') bench/call_times.cpp
 //       -o /tmp/call_times -L$lib -l:libpybn.so -Wl,-rpath,$lib        (one line)
 //   /tmp/call_times float32 1 1024 49 [train|infer|bwd] [calls] [threads]
+//   (CALL_TIMES_OUT_OFFSET=16: the outputs 16 bytes past where x lies in its 4 KB page)
 //
 // The shape is (outer, C, inner), the channel axis in the middle (NCHW as N x C x H*W, 2-D as
 // N x C x 1). Each sample times 3 calls; the program prints the median and the fastest of
@@ -85,14 +86,21 @@ int main(int argc, char **argv) {
   const int param_bits = bits == 16 ? 32 : bits;
   const int64_t count = outer * channels * inner;
   const size_t bytes = size_t(count) * size_t(bits / 8);
-  Buffer x(bytes), y(bytes), dx(bytes), params(size_t(8 * channels) * size_t(param_bits / 8));
+  // CALL_TIMES_OUT_OFFSET=n: y and dx start n bytes (0-4095) past their 2 MB boundary, x and dy
+  // on it. Where an output lies against its inputs within a 4 KB page decides whether its
+  // stores delay the loads after them (bench/RESULTS.md, "Stop 41"): NumPy's heap puts an array
+  // allocated after another of a whole number of pages 16 bytes further on.
+  const char *offset_setting = std::getenv("CALL_TIMES_OUT_OFFSET");
+  const size_t out_offset = offset_setting ? size_t(std::atol(offset_setting)) % 4096 : 0;
+  Buffer x(bytes), y(bytes + out_offset), dx(bytes + out_offset), params(size_t(8 * channels) * size_t(param_bits / 8));
   fill(x.data, count, bits);
+  void *const y_data = static_cast<char *>(y.data) + out_offset, *const dx_data = static_cast<char *>(dx.data) + out_offset;
   char *const p = static_cast<char *>(params.data);
   const size_t stride = size_t(channels) * size_t(param_bits / 8);
   for (int k = 0; k < 4; ++k) fill(p + k * stride, channels, param_bits);  // gamma, beta, moving mean, var > 0
 
   const int64_t shape[3] = {outer, channels, inner}, cshape[1] = {channels};
-  pybn_tensor tx = cpu_tensor(x.data, 3, shape, bits), ty = cpu_tensor(y.data, 3, shape, bits), tdx = cpu_tensor(dx.data, 3, shape, bits);
+  pybn_tensor tx = cpu_tensor(x.data, 3, shape, bits), ty = cpu_tensor(y_data, 3, shape, bits), tdx = cpu_tensor(dx_data, 3, shape, bits);
   pybn_tensor c[8];
   for (int k = 0; k < 8; ++k) c[k] = cpu_tensor(p + k * stride, 1, cshape, param_bits);
   // c: gamma, beta, moving_mean, moving_var, mean, invstd, dgamma, dbeta
