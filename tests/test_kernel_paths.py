@@ -526,6 +526,63 @@ def test_outputs_in_cache_at_any_offset(make_inputs, rng, dtype_name, shape, axi
                                initial=(start if req == "add" else None, None, None))
 
 
+def _in_page_at(array, like, apart):
+    """A copy of `array` lying `apart` bytes (0-4095) past where `like` lies in its 4 KB page."""
+    storage = np.empty(array.nbytes + 8192, np.uint8)
+    start = (like.ctypes.data + apart - storage.ctypes.data) % 4096
+    view = storage[start:start + array.nbytes].view(array.dtype).reshape(array.shape)
+    view[...] = array
+    return view
+
+
+# 2-D data in cache with rows 4 KB apart goes strip by strip, except where the output lies
+# within 256 bytes of an input in its page (strip_stores_delay_loads: each row's loads would
+# wait for the row before's stores); then by the row layout. Which path runs depends on where
+# the buffers lie, so the results must not: y, the statistics, the moving statistics, the
+# inference y and dx (written and added) with the outputs 16 bytes past x in the page (NumPy's
+# heap), on it (0) and 1 KB on (strips), bit for bit, against the float64 reference.
+@pytest.mark.parametrize("dtype_name", DTYPE_NAMES)
+def test_strips_and_row_layout_by_placement(make_inputs, rng, dtype_name):
+    dtype = resolve_dtype(dtype_name)
+    shape = (128, 4096 // dtype.itemsize)
+    inputs = make_inputs(shape, axis=1, dtype=dtype)
+    data = _in_page_at(inputs["data"], inputs["data"], 0)
+    dy0 = rng.standard_normal(shape).astype(dtype)
+    start = rng.standard_normal(shape).astype(dtype)
+    results = {}
+    for apart in (16, 0, 1024, 4080):
+        dy = _in_page_at(dy0, data, apart if apart != 1024 else 2048)
+        moving = inputs["moving_mean"].copy(), inputs["moving_var"].copy()
+        y, mean, invstd = pybn.batch_norm(data, inputs["gamma"], inputs["beta"], *moving,
+                                          out=_in_page_at(poisoned(shape, dtype), data, apart),
+                                          output_mean_var=True, fix_gamma=False)
+        y_infer = pybn.batch_norm(data, inputs["gamma"], inputs["beta"], *moving, training=False,
+                                  out=_in_page_at(poisoned(shape, dtype), data, apart), fix_gamma=False)
+        dx = _in_page_at(poisoned(shape, dtype), data, apart)
+        _, dgamma, dbeta = pybn.batch_norm_backward(dy, data, inputs["gamma"], mean, invstd,
+                                                    fix_gamma=False, dx=dx)
+        dx_added = _in_page_at(start, data, apart)
+        pybn.batch_norm_backward(dy, data, inputs["gamma"], mean, invstd, fix_gamma=False,
+                                 grad_req=("add", "null", "null"), dx=dx_added)
+        results[apart] = dict(y=y, mean=mean, invstd=invstd, moving_mean=moving[0],
+                              moving_var=moving[1], y_infer=y_infer, dx=dx, dgamma=dgamma,
+                              dbeta=dbeta, dx_added=dx_added)
+    base = results[16]
+    expected = forward_reference(**inputs, fix_gamma=False, training=True)
+    for name in ("y", "mean", "invstd", "moving_mean", "moving_var"):
+        assert_close(base[name], expected[name], what=name)
+    expected_infer = forward_reference(inputs["data"], inputs["gamma"], inputs["beta"], base["moving_mean"],
+                                       base["moving_var"], fix_gamma=False, training=False)
+    assert_close(base["y_infer"], expected_infer["y"], what="y (inference)")
+    assert_gradients_close((base["dx"], base["dgamma"], base["dbeta"]), dy0, inputs["data"],
+                           inputs["gamma"], base["mean"], base["invstd"], fix_gamma=False)
+    assert_gradients_close((base["dx_added"], None, None), dy0, inputs["data"], inputs["gamma"],
+                           base["mean"], base["invstd"], fix_gamma=False, initial=(start, None, None))
+    for apart, got in results.items():
+        for name, value in got.items():
+            assert_bitwise_equal(value, base[name], what=f"{name}, outputs {apart} bytes past x in the page")
+
+
 # (300, 6, inner): one channel block; (40 or 41, 300, 17): four blocks of 75 channels
 # (rows apart in memory, read two per sweep; an odd count leaves one).
 @pytest.mark.parametrize("shape", [(300, 6, 16), (300, 6, 17), (300, 6, 49), (40, 300, 17),
