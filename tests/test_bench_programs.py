@@ -1,8 +1,8 @@
 """The C++ programs of bench/ (pattern_limits.cpp, row_limits.cpp, strip_limits.cpp, call_times.cpp,
 convert_costs.cpp) build against the installed library with the command their headers give
 (convert_costs.cpp does not call it; it is built the same way), and, where the CPU has AVX-512,
-run on a small shape and print their result lines. Their timings are not checked (speed lives
-in bench/)."""
+run on a small shape and print their result lines; page_alias.cpp (no pybn) builds and runs
+wherever the CPU has AVX2 and FMA. Their timings are not checked (speed lives in bench/)."""
 import pathlib
 import re
 import shutil
@@ -87,3 +87,30 @@ def test_bench_program_runs(source, args, expected, built):
         assert model and all(float(v) > 0 for v in model.groups()), ran.stdout
         pattern = r"arithmetic alone: float16 \d+\.\d{2} ms, float32 \d+\.\d{2} ms"
         assert re.search(pattern, ran.stdout), ran.stdout
+
+
+def cpu_flags():
+    try:
+        return set(pathlib.Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return set()
+
+
+# bench/page_alias.cpp needs no pybn and only AVX2 and FMA: built with the command in its
+# header and run on 1 MiB, every line printed with a time.
+@pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed")
+@pytest.mark.skipif(not {"avx2", "fma"} <= cpu_flags(), reason="page_alias.cpp needs AVX2 and FMA to run")
+def test_page_alias_program_runs(tmp_path):
+    exe = tmp_path / "page_alias"
+    built = subprocess.run(["g++", "-O2", "-mavx2", "-mfma", str(BENCH / "page_alias.cpp"), "-o", str(exe)],
+                           capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr
+    ran = subprocess.run([str(exe), "1", "2"], capture_output=True, text=True, timeout=120)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    streams = re.findall(r"^streams \w+ +R=(\d): page median (\d+\.\d{3}) ms, line median (\d+\.\d{3}) ms, "
+                         r"lines median (\d+\.\d{3}) ms$", ran.stdout, re.M)
+    assert [line[0] for line in streams] == ["1", "2", "4"], ran.stdout
+    strips = re.findall(r"^strips  apart +(\d+): strips median (\d+\.\d) us, memory order median (\d+\.\d) us$",
+                        ran.stdout, re.M)
+    assert [int(a) for a, _, _ in strips] == [0, 16, 48, 1024, 4080], ran.stdout
+    assert all(float(v) > 0 for line in streams + strips for v in line[1:]), ran.stdout
