@@ -342,6 +342,20 @@ def test_streamed_outputs_at_any_alignment(make_inputs, rng, dtype_name, offset)
                            fix_gamma=False)
 
 
+def _check_against_reference(inputs, dy0, got):
+    """A training call's y, statistics and moving statistics, the inference y with the moving
+    statistics it left, and the backward's dx, dgamma and dbeta (for dy0) in `got`, against the
+    float64 reference."""
+    expected = forward_reference(**inputs, fix_gamma=False, training=True)
+    for name in ("y", "mean", "invstd", "moving_mean", "moving_var"):
+        assert_close(got[name], expected[name], what=name)
+    expected_infer = forward_reference(inputs["data"], inputs["gamma"], inputs["beta"], got["moving_mean"],
+                                       got["moving_var"], fix_gamma=False, training=False)
+    assert_close(got["y_infer"], expected_infer["y"], what="y (inference)")
+    assert_gradients_close((got["dx"], got["dgamma"], got["dbeta"]), dy0, inputs["data"],
+                           inputs["gamma"], got["mean"], got["invstd"], fix_gamma=False)
+
+
 def _check_placements(inputs, dy0, placements):
     """Training forward, inference and backward with x and dy `x_at` elements past a 64-byte
     line, y and dx `y_at` past one, for each (x_at, y_at) in placements (the first (0, 0)): every
@@ -362,17 +376,7 @@ def _check_placements(inputs, dy0, placements):
         results[x_at, y_at] = dict(y=y, mean=mean, invstd=invstd, moving_mean=moving[0], moving_var=moving[1],
                                    y_infer=y_infer, dx=dx, dgamma=dgamma, dbeta=dbeta)
     base = results[0, 0]
-    expected = forward_reference(**inputs, fix_gamma=False, training=True)
-    for name in ("y", "mean", "invstd"):
-        assert_close(base[name], expected[name], what=name)
-    for name in ("moving_mean", "moving_var"):
-        assert_close(base[name], expected[name], what=name)
-    # inference with the moving statistics the training call left
-    expected_infer = forward_reference(inputs["data"], inputs["gamma"], inputs["beta"], base["moving_mean"],
-                                       base["moving_var"], fix_gamma=False, training=False)
-    assert_close(base["y_infer"], expected_infer["y"], what="y (inference)")
-    assert_gradients_close((base["dx"], base["dgamma"], base["dbeta"]), dy0, inputs["data"],
-                           inputs["gamma"], base["mean"], base["invstd"], fix_gamma=False)
+    _check_against_reference(inputs, dy0, base)
     for key, got in results.items():
         for name, value in got.items():
             assert_bitwise_equal(value, base[name], what=f"{name}, x and dy at {key[0]}, y and dx at {key[1]}")
@@ -568,14 +572,7 @@ def test_strips_and_row_layout_by_placement(make_inputs, rng, dtype_name):
                               moving_var=moving[1], y_infer=y_infer, dx=dx, dgamma=dgamma,
                               dbeta=dbeta, dx_added=dx_added)
     base = results[16]
-    expected = forward_reference(**inputs, fix_gamma=False, training=True)
-    for name in ("y", "mean", "invstd", "moving_mean", "moving_var"):
-        assert_close(base[name], expected[name], what=name)
-    expected_infer = forward_reference(inputs["data"], inputs["gamma"], inputs["beta"], base["moving_mean"],
-                                       base["moving_var"], fix_gamma=False, training=False)
-    assert_close(base["y_infer"], expected_infer["y"], what="y (inference)")
-    assert_gradients_close((base["dx"], base["dgamma"], base["dbeta"]), dy0, inputs["data"],
-                           inputs["gamma"], base["mean"], base["invstd"], fix_gamma=False)
+    _check_against_reference(inputs, dy0, base)
     assert_gradients_close((base["dx_added"], None, None), dy0, inputs["data"], inputs["gamma"],
                            base["mean"], base["invstd"], fix_gamma=False, initial=(start, None, None))
     for apart, got in results.items():
