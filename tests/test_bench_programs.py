@@ -30,13 +30,17 @@ RUNS = [(source, args, expected) for source, runs in sorted(PROGRAMS.items()) fo
 RUN_IDS = [f"{source}-{'-'.join(args[:3])}" for source, args, _ in RUNS]
 
 
+def cpu_flags():
+    """The words of /proc/cpuinfo (its flags among them); none where it cannot be read."""
+    try:
+        return set(pathlib.Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return set()
+
+
 def has_avx512():
     """Whether this CPU runs what FLAGS let the compiler use."""
-    try:
-        words = set(pathlib.Path("/proc/cpuinfo").read_text().split())
-    except OSError:
-        return False
-    return {"avx512f", "avx512bw", "avx512dq", "f16c"} <= words
+    return {"avx512f", "avx512bw", "avx512dq", "f16c"} <= cpu_flags()
 
 
 @pytest.fixture(scope="module")
@@ -87,13 +91,6 @@ def test_bench_program_runs(source, args, expected, built):
         assert model and all(float(v) > 0 for v in model.groups()), ran.stdout
         pattern = r"arithmetic alone: float16 \d+\.\d{2} ms, float32 \d+\.\d{2} ms"
         assert re.search(pattern, ran.stdout), ran.stdout
-
-
-def cpu_flags():
-    try:
-        return set(pathlib.Path("/proc/cpuinfo").read_text().split())
-    except OSError:
-        return set()
 
 
 # bench/page_alias.cpp needs no pybn and only AVX2 and FMA: built with the command in its

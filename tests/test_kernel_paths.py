@@ -555,6 +555,7 @@ def test_strips_and_row_layout_by_placement(make_inputs, rng, dtype_name):
     start = rng.standard_normal(shape).astype(dtype)
     results = {}
     for apart in (16, 0, 1024, 4080):
+        # dy beside dx in the page, except at 1024, where dx 1 KB from dy keeps the backward's strips
         dy = _in_page_at(dy0, data, apart if apart != 1024 else 2048)
         moving = inputs["moving_mean"].copy(), inputs["moving_var"].copy()
         y, mean, invstd = pybn.batch_norm(data, inputs["gamma"], inputs["beta"], *moving,
