@@ -13,7 +13,13 @@
 // strips: the same arithmetic in cache over 256 rows of 4 KB (1 MiB), with the output `apart`
 //   bytes past x in the page: down the rows in strips of four 32-byte vectors (pybn's 2-D
 //   strips), or in memory order.
-// Each line prints the median of the repeats in milliseconds (streams) or microseconds (strips).
+// lag: y = 1.5 x + 0.25 with streaming stores over MiB, reading the same 392 KB of x (in L2)
+//   for each 392 KB of y, the output `apart` bytes past x in the page: a vector loaded, then
+//   stored ("one by one"), or four loaded before the four are stored ("blocks of four", as
+//   pybn's streamed runs do). One by one, each load follows the store that covers the same low
+//   12 address bits where the output lies up to a vector past x.
+// Each line prints the median of the repeats in milliseconds (streams, lag) or microseconds
+// (strips).
 #include <immintrin.h>
 
 #include <algorithm>
@@ -77,6 +83,25 @@ __attribute__((noinline)) void memory_order(const float *x, float *y) {
   for (int64_t i = 0; i < int64_t(kRows) * kRow; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(_mm256_loadu_ps(x + i), a, b));
 }
 
+template <int Block>
+__attribute__((noinline)) void lagged(const float *x, float *y, int64_t n) {
+  const __m256 a = _mm256_set1_ps(1.5f), b = _mm256_set1_ps(0.25f);
+  for (int64_t i = 0; i + 8 * Block <= n; i += 8 * Block) {
+    __m256 v[Block];  // in registers: unrolled (-O2 would keep the loops, and v on the stack)
+#pragma GCC unroll 4
+    for (int k = 0; k < Block; ++k) v[k] = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8 * k), a, b);
+#pragma GCC unroll 4
+    for (int k = 0; k < Block; ++k) _mm256_stream_ps(y + i + 8 * k, v[k]);
+  }
+}
+
+// y over `total` bytes from its start, `n` floats at a time from the same x.
+template <int Block> void lag_pass(const float *x, char *y, int64_t n, int64_t total) {
+  const int64_t step = (n * 4 + 4095) / 4096 * 4096;
+  for (int64_t at = 0; at + step <= total; at += step) lagged<Block>(x, reinterpret_cast<float *>(y + at), n);
+  _mm_sfence();
+}
+
 }  // namespace
 
 int main(int argc, char **argv) {
@@ -112,6 +137,19 @@ int main(int argc, char **argv) {
     const double in_order = median_of(repeats * 10, [&] { memory_order(x, out); });
     std::printf("strips  apart %4d: strips median %.1f us, memory order median %.1f us\n", apart, by_strips * 1e6,
                 in_order * 1e6);
+  }
+
+  // x shifted back in its page, so that the streamed y stays on 32-byte boundaries (x holds at
+  // least 1 MiB + 8 KB: kLagFloats from up to 4 KB in).
+  constexpr int64_t kLagFloats = 98 * 1024;  // 392 KB
+  const char *x_bytes = reinterpret_cast<const char *>(x);
+  for (const int apart : {0, 16, 48, 128, 4080}) {
+    const float *in = reinterpret_cast<const float *>(x_bytes + (4096 - apart) % 4096);
+    char *out = reinterpret_cast<char *>(y);
+    const double single = median_of(repeats, [&] { lag_pass<1>(in, out, kLagFloats, int64_t(bytes)); });
+    const double blocks = median_of(repeats, [&] { lag_pass<4>(in, out, kLagFloats, int64_t(bytes)); });
+    std::printf("lag     apart %4d: one by one median %.3f ms, blocks of four median %.3f ms\n", apart, single * 1e3,
+                blocks * 1e3);
   }
   return 0;
 }

@@ -94,7 +94,7 @@ def test_bench_program_runs(source, args, expected, built):
 
 
 # bench/page_alias.cpp needs no pybn and only AVX2 and FMA: built with the command in its
-# header and run on 1 MiB, every line printed with a time.
+# header and run on 1 MiB, every line (streams, strips, lag) printed with a time.
 @pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed")
 @pytest.mark.skipif(not {"avx2", "fma"} <= cpu_flags(), reason="page_alias.cpp needs AVX2 and FMA to run")
 def test_page_alias_program_runs(tmp_path):
@@ -110,4 +110,7 @@ def test_page_alias_program_runs(tmp_path):
     strips = re.findall(r"^strips  apart +(\d+): strips median (\d+\.\d) us, memory order median (\d+\.\d) us$",
                         ran.stdout, re.M)
     assert [int(a) for a, _, _ in strips] == [0, 16, 48, 1024, 4080], ran.stdout
-    assert all(float(v) > 0 for line in streams + strips for v in line[1:]), ran.stdout
+    lag = re.findall(r"^lag     apart +(\d+): one by one median (\d+\.\d{3}) ms, blocks of four median (\d+\.\d{3}) ms$",
+                     ran.stdout, re.M)
+    assert [int(a) for a, _, _ in lag] == [0, 16, 48, 128, 4080], ran.stdout
+    assert all(float(v) > 0 for line in streams + strips + lag for v in line[1:]), ran.stdout
