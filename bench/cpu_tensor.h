@@ -1,5 +1,5 @@
 // The pybn_tensor of a C-contiguous CPU float array (strides NULL), for the C++ programs of
-// bench/ (pattern_limits.cpp and row_limits.cpp through limits_common.h, strip_limits.cpp, call_times.cpp).
+// bench/ (pattern_limits.cpp and row_limits.cpp through limits_common.h, strip_limits.cpp, call_setup.h).
 #pragma once
 
 #include <cstdint>

@@ -2,7 +2,9 @@
 convert_costs.cpp) build against the installed library with the command their headers give
 (convert_costs.cpp does not call it; it is built the same way), and, where the CPU has AVX-512,
 run on a small shape and print their result lines; page_alias.cpp (no pybn) builds and runs
-wherever the CPU has AVX2 and FMA. Their timings are not checked (speed lives in bench/)."""
+wherever the CPU has AVX2 and FMA; ab_libs.cpp (dlopens builds of the library) builds and runs
+anywhere. Their timings are not checked (speed lives in bench/)."""
+import os
 import pathlib
 import re
 import shutil
@@ -114,3 +116,41 @@ def test_page_alias_program_runs(tmp_path):
                      ran.stdout, re.M)
     assert [int(a) for a, _, _ in lag] == [0, 16, 48, 128, 4080], ran.stdout
     assert all(float(v) > 0 for line in streams + strips + lag for v in line[1:]), ran.stdout
+
+
+# bench/ab_libs.cpp needs no instruction set beyond the library's own: built with the command in
+# its header and run against the installed library and a copy of it (two files, so two loads),
+# a line per build with its median and its per-sample ratios; bad arguments are refused.
+@pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed")
+def test_ab_libs_program_runs(tmp_path):
+    import pybn
+
+    exe = tmp_path / "ab_libs"
+    built = subprocess.run(["g++", "-O2", f"-I{pybn.get_include()}", str(BENCH / "ab_libs.cpp"), "-o", str(exe),
+                            "-ldl"], capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr
+    library = pathlib.Path(pybn.get_library())
+    copy = tmp_path / "copy" / library.name
+    copy.parent.mkdir()
+    shutil.copy(library, copy)
+    libs = f"{library},{copy}"
+    for op, offset in (("train", "0"), ("bwd", "16"), ("infer", "48")):
+        ran = subprocess.run([str(exe), libs, "float32", "2", "8", "49", op, "6", "1"], capture_output=True, text=True,
+                             timeout=120, env={**os.environ, "CALL_TIMES_OUT_OFFSET": offset})
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+        assert f"{op} float32 2x8x49, outputs {offset} bytes on, 1 threads" in ran.stdout, ran.stdout
+        lines = re.findall(r"^  ([AB]) median (\d+\.\d\d) us, x(\d+\.\d{3}) of A; per-sample ratio median "
+                           r"x(\d+\.\d{3}) \(quartiles (\d+\.\d{3})-(\d+\.\d{3})\)  (\S+)$", ran.stdout, re.M)
+        assert [line[0] for line in lines] == ["A", "B"], ran.stdout
+        assert [line[6] for line in lines] == [str(library), str(copy)], ran.stdout
+        assert lines[0][2:6] == ("1.000",) * 4, ran.stdout  # A against itself
+        assert all(float(v) > 0 for line in lines for v in line[1:6]), ran.stdout
+        assert float(lines[1][4]) <= float(lines[1][3]) <= float(lines[1][5]), ran.stdout
+    for args in ([str(library), "float32", "2", "8", "49"],             # one build only
+                 [libs, "float32", "2", "8", "49", "sideways"],        # no such op
+                 [libs, "float8", "2", "8", "49"]):                     # no such dtype
+        refused = subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=60)
+        assert refused.returncode == 2 and "usage:" in refused.stderr, refused.stderr
+    missing = subprocess.run([str(exe), f"{library},{tmp_path / 'none.so'}", "float32", "2", "8", "49"],
+                             capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 1 and "none.so" in missing.stderr, missing.stderr
