@@ -217,6 +217,15 @@ class PybnCase:
             self.x, self.gamma, self.beta, self.mm, self.mv, eps=EPS, momentum=MOMENTUM,
             fix_gamma=False, training=True, output_mean_var=True)
 
+    def page_offsets(self):
+        """Where the preallocated outputs lie against the inputs in the 4 KB page: (out - in) mod
+        4096 in bytes. Zen 3 matches loads against earlier stores by those 12 bits first, so the
+        time of some passes depends on it (bench/RESULTS.md, stops 41-43); NumPy's heap decides it
+        from the allocations before, so it can differ from run to run."""
+        def apart(out, inp):
+            return (out.__array_interface__["data"][0] - inp.__array_interface__["data"][0]) % 4096
+        return {"y-x": apart(self.y, self.x), "dx-x": apart(self.dx, self.x), "dx-dy": apart(self.dx, self.dy)}
+
     def reference_outputs(self, phys):
         """Outputs for the cross-check, from fresh moving statistics."""
         bn = self.pybn
@@ -904,6 +913,8 @@ def main(argv=None):
             try:
                 c = PybnCase(pybn, phys, layout)
                 cases["pybn"] = c
+                group["page_offsets"] = c.page_offsets()
+                log(f"  pybn's out=/dx= buffers, bytes past x (and dy) in the 4 KB page: {group['page_offsets']}")
                 samplers.update(local_samplers(c.contestants()))
             except Exception as e:  # noqa: BLE001
                 group["errors"]["pybn"] = f"{type(e).__name__}: {e}"

@@ -174,3 +174,19 @@ def test_paired_ratio_needs_every_round(bench):
     (row,) = bench.group_rows(group, ["fwd_infer"], ["prealloc"], "median")
     assert row["ratio"] == pytest.approx(1.05)
     assert row["ratio_paired"] is None
+
+
+@pytest.mark.parametrize("layout, shape", [("nchw", (2, 3, 4, 5)), ("channels_last", (2, 3, 4, 5)), ("2d", (8, 16))])
+def test_page_offsets_name_where_the_outputs_lie(bench, layout, shape):
+    """Each group records where pybn's preallocated outputs lie against x and dy in the 4 KB
+    page (the placement that moves some passes' time on Zen 3), from the buffers themselves."""
+    import pybn
+
+    phys = bench.make_data(shape, "float32", layout, 7)
+    case = bench.PybnCase(pybn, phys, layout)
+    offsets = case.page_offsets()
+    expected = {"y-x": (case.y.ctypes.data - case.x.ctypes.data) % 4096,
+                "dx-x": (case.dx.ctypes.data - case.x.ctypes.data) % 4096,
+                "dx-dy": (case.dx.ctypes.data - case.dy.ctypes.data) % 4096}
+    assert offsets == expected
+    assert all(isinstance(v, int) and 0 <= v < 4096 for v in offsets.values())
